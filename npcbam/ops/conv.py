@@ -1,0 +1,110 @@
+r"""2-D convolution (cross-correlation, as in PyTorch) through im2col.
+
+Forward: unfold the input into patches, then one matrix product with the flattened kernels.
+Backward: the same product read backwards: the weight gradient multiplies the upstream gradient
+by the patches, the patch gradient multiplies it by the kernels, and col2im folds the patch
+gradient back into the input's shape.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from npcbam.ops.im2col import as_pair, col2im, conv_output_size, im2col
+
+
+class Conv2dCache(NamedTuple):
+    cols: np.ndarray  # (N*Ho*Wo, C*kh*kw), the unfolded input
+    x_shape: tuple[int, int, int, int]  # (N, C, H, W)
+    weight: np.ndarray  # (F, C, kh, kw)
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    has_bias: bool
+
+
+def conv2d_forward(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None = None,
+    stride=1,
+    padding=0,
+) -> tuple[np.ndarray, Conv2dCache]:
+    r"""Convolve (cross-correlate) a batch of images with F kernels.
+
+    .. math:: y_{n f i j} = b_f + \sum_{c, u, v} W_{f c u v}\,
+              x^{\text{pad}}_{n,\,c,\,s_h i + u,\,s_w j + v}
+              \qquad\Longleftrightarrow\qquad
+              Y = \mathrm{cols}(x)\, W_{\text{mat}}^\top + b
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+    weight : ndarray, shape (F, C, kh, kw)
+    bias : ndarray, shape (F,), optional
+    stride : int or (sh, sw), >= 1
+    padding : int or (ph, pw), >= 0, zeros on each side
+
+    Returns
+    -------
+    out : ndarray, shape (N, F, Ho, Wo) with :math:`H_o = \lfloor (H + 2p_h - k_h)/s_h
+        \rfloor + 1` (likewise :math:`W_o`)
+    cache : Conv2dCache
+    """
+    if weight.ndim != 4 or x.ndim != 4 or weight.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"conv2d expects x (N, C, H, W) and weight (F, C, kh, kw) with the same C; "
+            f"got x {x.shape} and weight {weight.shape}"
+        )
+    stride, padding = as_pair(stride, "stride", 1), as_pair(padding, "padding", 0)
+    n, _, h, w = x.shape
+    f, c, kh, kw = weight.shape
+    ho = conv_output_size(h, kh, stride[0], padding[0])
+    wo = conv_output_size(w, kw, stride[1], padding[1])
+    cols = im2col(x, (kh, kw), stride, padding)  # (N*Ho*Wo, C*kh*kw)
+    weight_mat = weight.reshape(f, c * kh * kw)  # (F, C, kh, kw) -> (F, C*kh*kw)
+    out_mat = cols @ weight_mat.T  # (N*Ho*Wo, F)
+    if bias is not None:
+        out_mat += bias
+    # (N*Ho*Wo, F) -> (N, Ho, Wo, F) -> (N, F, Ho, Wo)
+    out = out_mat.reshape(n, ho, wo, f).transpose(0, 3, 1, 2)
+    cache = Conv2dCache(cols, x.shape, weight, stride, padding, bias is not None)
+    return np.ascontiguousarray(out), cache
+
+
+def conv2d_backward(
+    dout: np.ndarray, cache: Conv2dCache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    r"""Gradients of :func:`conv2d_forward`.
+
+    .. math::
+
+        \frac{\partial L}{\partial W_{\text{mat}}} = G^\top \mathrm{cols}(x), \qquad
+        \frac{\partial L}{\partial \mathrm{cols}} = G\, W_{\text{mat}}, \qquad
+        \frac{\partial L}{\partial x} = \mathrm{col2im}\Big(\frac{\partial L}
+            {\partial \mathrm{cols}}\Big), \qquad
+        \frac{\partial L}{\partial b_f} = \sum_{n,i,j} G_{(n i j), f}
+
+    where :math:`G` is the upstream gradient as an (N·Ho·Wo, F) matrix.
+
+    Parameters
+    ----------
+    dout : ndarray, shape (N, F, Ho, Wo)
+    cache : Conv2dCache
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W)
+    dweight : ndarray, shape (F, C, kh, kw)
+    dbias : ndarray, shape (F,), or None when the forward had no bias
+    """
+    f, c, kh, kw = cache.weight.shape
+    dout_mat = dout.transpose(0, 2, 3, 1).reshape(-1, f)  # (N, F, Ho, Wo) -> (N*Ho*Wo, F)
+    weight_mat = cache.weight.reshape(f, c * kh * kw)  # (F, C, kh, kw) -> (F, C*kh*kw)
+    dweight_mat = dout_mat.T @ cache.cols  # (F, N*Ho*Wo) @ (N*Ho*Wo, C*kh*kw) -> (F, C*kh*kw)
+    dweight = dweight_mat.reshape(cache.weight.shape)  # (F, C*kh*kw) -> (F, C, kh, kw)
+    dcols = dout_mat @ weight_mat  # (N*Ho*Wo, C*kh*kw)
+    dx = col2im(dcols, cache.x_shape, (kh, kw), cache.stride, cache.padding)
+    dbias = dout_mat.sum(axis=0) if cache.has_bias else None
+    return dx, dweight, dbias

@@ -1,0 +1,104 @@
+r"""Gating (broadcast multiply) and concatenation.
+
+Gating is where CBAM applies an attention map: ``out = x * gate`` with the gate broadcast over
+the axes where it has size 1 ((N, C, 1, 1) for channel attention, (N, 1, H, W) for spatial).
+By the product rule each factor's gradient is the upstream gradient times the *other* factor;
+the gate's is then summed over the axes along which it was broadcast.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class GateCache(NamedTuple):
+    x: np.ndarray  # (N, C, H, W)
+    gate: np.ndarray  # broadcastable to x, e.g. (N, C, 1, 1) or (N, 1, H, W)
+
+
+def gate_forward(x: np.ndarray, gate: np.ndarray) -> tuple[np.ndarray, GateCache]:
+    r"""Multiply a feature map by an attention map.
+
+    .. math:: y = g \odot x \quad (g \text{ broadcast to } x\text{'s shape})
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+    gate : ndarray, same number of dimensions as ``x``, each axis of size 1 or ``x``'s size
+
+    Returns
+    -------
+    out : ndarray, shape of ``x``
+    cache : GateCache
+    """
+    if gate.ndim != x.ndim or any(g not in (1, s) for g, s in zip(gate.shape, x.shape)):
+        raise ValueError(f"gate of shape {gate.shape} does not broadcast to x of shape {x.shape}")
+    return x * gate, GateCache(x, gate)
+
+
+def gate_backward(dout: np.ndarray, cache: GateCache) -> tuple[np.ndarray, np.ndarray]:
+    r"""Product rule, then un-broadcast the gate's gradient.
+
+    .. math::
+
+        \frac{\partial L}{\partial x} = \frac{\partial L}{\partial y} \odot g, \qquad
+        \frac{\partial L}{\partial g} = \sum_{\text{broadcast axes}}
+            \frac{\partial L}{\partial y} \odot x
+
+    Parameters
+    ----------
+    dout : ndarray, shape of ``x``
+    cache : GateCache
+
+    Returns
+    -------
+    dx : ndarray, shape of ``x``
+    dgate : ndarray, shape of ``gate``
+    """
+    x, gate = cache
+    dx = dout * gate
+    broadcast_axes = tuple(i for i, (g, s) in enumerate(zip(gate.shape, x.shape)) if g != s)
+    dgate = (dout * x).sum(axis=broadcast_axes, keepdims=True)  # -> gate.shape
+    return dx, dgate
+
+
+class ConcatCache(NamedTuple):
+    sizes: tuple[int, ...]  # size of each part along ``axis``
+    axis: int
+
+
+def concat_forward(parts: list[np.ndarray], axis: int = 1) -> tuple[np.ndarray, ConcatCache]:
+    r"""Concatenate along ``axis`` (CBAM stacks the max- and mean-pooled maps on axis 1).
+
+    .. math:: s = [\,\hat{s} \,;\, \bar{s}\,] \quad\text{e.g. } (N,1,H,W), (N,1,H,W)
+              \to (N,2,H,W)
+
+    Parameters
+    ----------
+    parts : list of ndarray, equal shapes except along ``axis``
+    axis : int
+
+    Returns
+    -------
+    out : ndarray
+    cache : ConcatCache
+    """
+    return np.concatenate(parts, axis=axis), ConcatCache(tuple(p.shape[axis] for p in parts), axis)
+
+
+def concat_backward(dout: np.ndarray, cache: ConcatCache) -> list[np.ndarray]:
+    r"""Each part gets back its own slice of the upstream gradient.
+
+    Parameters
+    ----------
+    dout : ndarray, shape of the concatenation
+    cache : ConcatCache
+
+    Returns
+    -------
+    dparts : list of ndarray, the shapes of ``parts``
+    """
+    boundaries = np.cumsum(cache.sizes)[:-1]
+    return np.split(dout, boundaries, axis=cache.axis)

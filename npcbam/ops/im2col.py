@@ -1,0 +1,106 @@
+r"""im2col and col2im: a convolution becomes one matrix product.
+
+``im2col`` copies every receptive field (a C×kh×kw patch of the zero-padded input) into a row of
+a matrix; ``col2im`` is its adjoint: it adds each row back onto the patch it came from. Where
+windows overlap (stride < kernel) a pixel receives the sum of several rows, hence ``+=``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from npcbam._checks import require_int
+
+
+def as_pair(value, name: str, minimum: int) -> tuple[int, int]:
+    """Return ``(value, value)`` for an int, or the checked pair for a 2-sequence."""
+    pair = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return tuple(require_int(v, name, minimum) for v in pair)
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    r"""Output length of a convolution along one axis:
+    :math:`\lfloor (L + 2p - k) / s \rfloor + 1`, or a ``ValueError`` if the kernel does not fit.
+    """
+    padded = size + 2 * padding
+    if padded < kernel:
+        raise ValueError(
+            f"kernel of size {kernel} does not fit an input of size {size} padded by {padding} "
+            f"on each side (padded size {padded})"
+        )
+    return (padded - kernel) // stride + 1
+
+
+def im2col(
+    x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
+) -> np.ndarray:
+    r"""Unfold every receptive field of the zero-padded input into a row.
+
+    .. math:: \mathrm{cols}[(n, i, j),\, (c, u, v)] = x^{\text{pad}}_{n,\,c,\,s_h i + u,\,
+              s_w j + v}
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+    kernel : (kh, kw)
+    stride : (sh, sw)
+    padding : (ph, pw), zeros added on each side
+
+    Returns
+    -------
+    cols : ndarray, shape (N * Ho * Wo, C * kh * kw), rows ordered (n, i, j), columns (c, u, v)
+    """
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    n, c, h, w = x.shape
+    ho = conv_output_size(h, kh, sh, ph)
+    wo = conv_output_size(w, kw, sw, pw)
+    padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))  # (N, C, H+2ph, W+2pw)
+    # A view, no copy: (N, C, H+2ph-kh+1, W+2pw-kw+1, kh, kw) ...
+    windows = sliding_window_view(padded, (kh, kw), axis=(2, 3))
+    # ... of which every stride-th window is kept: (N, C, Ho, Wo, kh, kw)
+    windows = windows[:, :, : sh * ho : sh, : sw * wo : sw]
+    # (N, C, Ho, Wo, kh, kw) -> (N, Ho, Wo, C, kh, kw) -> (N*Ho*Wo, C*kh*kw): the one copy.
+    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * kh * kw)
+
+
+def col2im(
+    cols: np.ndarray,
+    x_shape: tuple[int, int, int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> np.ndarray:
+    r"""Adjoint of :func:`im2col`: add every row back onto its receptive field.
+
+    .. math:: x_{n,c,y,z} \mathrel{+}= \mathrm{cols}[(n, i, j),\, (c, u, v)]
+              \quad\text{for all } s_h i + u - p_h = y,\; s_w j + v - p_w = z
+
+    Loops over the kh·kw kernel offsets (49 for a 7×7 kernel), each adding one strided slice:
+    vectorized over N, C, Ho, Wo, and several times faster here than ``np.add.at``.
+
+    Parameters
+    ----------
+    cols : ndarray, shape (N * Ho * Wo, C * kh * kw)
+    x_shape : (N, C, H, W), the shape of the input of :func:`im2col`
+    kernel, stride, padding : as for :func:`im2col`
+
+    Returns
+    -------
+    x : ndarray, shape (N, C, H, W)
+    """
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    n, c, h, w = x_shape
+    ho = conv_output_size(h, kh, sh, ph)
+    wo = conv_output_size(w, kw, sw, pw)
+    # (N*Ho*Wo, C*kh*kw) -> (N, Ho, Wo, C, kh, kw) -> (N, C, kh, kw, Ho, Wo), a view
+    patches = cols.reshape(n, ho, wo, c, kh, kw).transpose(0, 3, 4, 5, 1, 2)
+    padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    for u in range(kh):
+        for v in range(kw):
+            # kernel offset (u, v) touches rows u, u+sh, ..., columns v, v+sw, ...: overlapping
+            # windows add up here, so this must be +=, never =
+            padded[:, :, u : u + sh * ho : sh, v : v + sw * wo : sw] += patches[:, :, u, v]
+    return padded[:, :, ph : ph + h, pw : pw + w]
