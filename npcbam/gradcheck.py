@@ -29,6 +29,7 @@ Everything runs in float64: float32 rounding (~1e-7) divided by h would swamp th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -396,3 +397,15 @@ def check_op_gradients(
     analytic = dict(zip(tensors, grads))
     title = title or getattr(forward, "__name__", "op")
     return _run(title, tensors, analytic, evaluate, dout, seed, settings)
+
+
+def distinct_values(rng: np.random.Generator, shape, scale: float = 2.0) -> np.ndarray:
+    """A float64 array whose entries are a shuffled, evenly spaced grid in [-scale, scale].
+
+    Every entry is distinct and neighbours are ``2 * scale / (size - 1)`` apart, so max-pooling
+    has no ties and, for small tensors, a margin far wider than the finite-difference stencil:
+    the inputs to use for a kink-free gradient check.
+    """
+    size = math.prod(shape)
+    grid = np.linspace(-scale, scale, size) if size > 1 else np.array([scale / 3])
+    return rng.permutation(grid).reshape(shape)

@@ -79,7 +79,7 @@ def relu_forward(z: np.ndarray) -> tuple[np.ndarray, ReluCache]:
     cache : ReluCache
     """
     winners = z > 0
-    return z * winners, ReluCache(winners)
+    return np.where(winners, z, 0.0), ReluCache(winners)
 
 
 def relu_backward(dout: np.ndarray, cache: ReluCache) -> np.ndarray:
