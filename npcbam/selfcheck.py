@@ -77,12 +77,28 @@ def _op_cases(rng: np.random.Generator) -> Iterator[tuple[str, object, object, d
     )
 
 
+def with_live_relus(module, rng: np.random.Generator, shape) -> np.ndarray:
+    """Make every hidden unit of the shared MLP active in both branches; return the input.
+
+    A dead ReLU hides bugs: if the max branch's hidden units are all inactive, that branch's
+    gradient is zero anyway, and dropping it would go unnoticed. A positive input and a positive
+    first MLP layer give positive pre-activations everywhere.
+    """
+    weights = module.state_dict()
+    weights["mlp.0.weight"] = np.abs(weights["mlp.0.weight"])
+    module.load_state_dict(weights)
+    return 1.5 + distinct_values(rng, shape, scale=1.0)  # entries in [0.5, 2.5]
+
+
 def _module_cases(rng: np.random.Generator) -> Iterator[tuple[object, np.ndarray]]:
-    """(module, input) for every module: hidden width 1 and > 1, H != W, kernels 3 and 7."""
-    yield ChannelAttention(6, reduction=3, seed=rng), distinct_values(rng, (2, 6, 3, 4))
+    """(module, input) for every module: hidden width 1 and > 1, H != W, kernels 3, 5 and 7,
+    with live and with partly dead ReLUs."""
+    channel = ChannelAttention(6, reduction=3, seed=rng)
+    yield channel, with_live_relus(channel, rng, (2, 6, 3, 4))
     yield ChannelAttention(4, reduction=4, seed=rng), distinct_values(rng, (1, 4, 2, 3))
     yield SpatialAttention(5, seed=rng), distinct_values(rng, (2, 3, 4, 6))
-    yield CBAM(8, reduction=4, kernel_size=3, seed=rng), distinct_values(rng, (2, 8, 4, 5))
+    cbam = CBAM(8, reduction=4, kernel_size=3, seed=rng)
+    yield cbam, with_live_relus(cbam, rng, (2, 8, 4, 5))
     yield CBAM(4, reduction=2, kernel_size=7, seed=rng), distinct_values(rng, (1, 4, 6, 5))
 
 

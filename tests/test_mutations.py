@@ -12,22 +12,16 @@ import npcbam
 import npcbam.nn.channel_attention as channel_module
 import npcbam.nn.spatial_attention as spatial_module
 import npcbam.ops.mlp as mlp_module
-from npcbam.gradcheck import distinct_values
+from npcbam.selfcheck import with_live_relus
 
 
 def make_case(channels=4, reduction=2, kernel=3, seed=11):
-    """A CBAM and a positive, tie-free input on which every ReLU of both MLP branches is active.
-
-    A dead ReLU hides bugs: if the max branch's hidden units are all inactive, its gradient is
-    zero anyway and dropping it changes nothing. Positive inputs and a positive first MLP layer
-    make every pre-activation positive; the assertion keeps the test from losing its point.
+    """A CBAM and a tie-free input on which every ReLU of both MLP branches is active (a dead
+    max branch would hide a dropped branch); the assertion keeps the test from losing its point.
     """
     rng = np.random.default_rng(seed)
     module = npcbam.CBAM(channels, reduction, kernel, seed=rng)
-    weights = module.state_dict()
-    weights["mlp.0.weight"] = np.abs(weights["mlp.0.weight"])
-    module.load_state_dict(weights)
-    x = 1.5 + distinct_values(rng, (2, channels, 3, 4), scale=1.0)  # entries in [0.5, 2.5]
+    x = with_live_relus(module, rng, (2, channels, 3, 4))
     module.forward(x)
     relu_masks = [v for k, v in module.winners().items() if "relu" in k]
     assert len(relu_masks) == 2 and all(mask.all() for mask in relu_masks)
