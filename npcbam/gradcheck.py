@@ -4,14 +4,17 @@ The scalar being differentiated is :math:`L = \langle G, f(\theta)\rangle = \sum
 for a fixed random upstream gradient :math:`G` with distinct entries (never all ones, which
 hides transposed or permuted gradients). For each checked tensor :math:`\theta`:
 
-* **full** mode compares every element with a central difference
+* **full** mode compares every element with a central difference, by default of order 4
 
-  .. math:: n_i = \frac{L(\theta + h e_i) - L(\theta - h e_i)}{2h}
-            = \Big\langle G, \frac{f(\theta + h e_i) - f(\theta - h e_i)}{2h}\Big\rangle ;
+  .. math:: n_i = \frac{-L(\theta + 2h e_i) + 8L(\theta + h e_i) - 8L(\theta - h e_i)
+                  + L(\theta - 2h e_i)}{12h}
+
+  (``order=2`` gives the classic :math:`(L(\theta + h e_i) - L(\theta - h e_i)) / 2h`).
+  The outputs are combined before they are projected on :math:`G`, which cancels less;
 
 * **random-direction** mode (for large tensors) compares directional derivatives along random
   unit-variance directions :math:`u`: :math:`\langle \nabla_\theta L, u\rangle` (analytic)
-  against :math:`(L(\theta + h u) - L(\theta - h u)) / 2h`, the fast mode of
+  against the same difference quotient along :math:`u`, the fast mode of
   ``torch.autograd.gradcheck`` and JAX's ``check_grads``.
 
 An element (or direction) passes when :math:`|a - n| \le \text{atol} + \text{rtol}\,|n|`.
