@@ -160,7 +160,9 @@ class Module:
         self._output_spec = (out.shape, out.dtype)
         return out
 
-    __call__ = forward
+    def __call__(self, x) -> np.ndarray:
+        """``m(x)`` is ``m.forward(x)``."""
+        return self.forward(x)
 
     def backward(self, dout) -> np.ndarray:
         """Gradient of the loss with respect to the last forward's input.
