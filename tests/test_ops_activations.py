@@ -5,7 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
-from helpers import SAFE_MARGIN
+from helpers import EXACT, SAFE_MARGIN, assert_gradients_match, seeds
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
@@ -18,19 +18,8 @@ from npcbam.ops.reference import (
     sigmoid_naive,
 )
 
-MAX_REL_ERR = 1e-6  # the spec's bound on analytic vs finite-difference gradients
-EXACT = {"rtol": 1e-12, "atol": 1e-12}  # vectorized vs loop oracle, both float64
-
-seeds = st.integers(0, 2**32 - 1)
 # (N, C, H, W) with every axis able to be 1 and H != W allowed
 shapes = st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 4), st.integers(1, 4))
-
-
-def assert_gradients_match(report):
-    """The spec's acceptance test for a gradient check: passed, no kink, rel. error <= 1e-6."""
-    assert report.passed, str(report)
-    assert report.kinks == 0, str(report)
-    assert report.max_rel_err <= MAX_REL_ERR, str(report)
 
 
 @given(shape=shapes, seed=seeds)

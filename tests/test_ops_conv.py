@@ -7,17 +7,13 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
+from helpers import EXACT, assert_gradients_match, seeds
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from npcbam import check_op_gradients
 from npcbam.ops import col2im, conv2d_backward, conv2d_forward, im2col
 from npcbam.ops.reference import conv2d_backward_naive, conv2d_naive
-
-MAX_REL_ERR = 1e-6  # the spec's bound on analytic vs finite-difference gradients
-EXACT = {"rtol": 1e-12, "atol": 1e-12}  # vectorized vs loop oracle, both float64
-
-seeds = st.integers(0, 2**32 - 1)
 
 
 class ConvCase(NamedTuple):
@@ -93,13 +89,6 @@ def draw_conv(rng, case, with_bias):
     weight = rng.standard_normal(case.weight_shape)
     bias = rng.standard_normal(case.f) if with_bias else None
     return x, weight, bias
-
-
-def assert_gradients_match(report):
-    """The spec's acceptance test for a gradient check: passed, no kink, rel. error <= 1e-6."""
-    assert report.passed, str(report)
-    assert report.kinks == 0, str(report)
-    assert report.max_rel_err <= MAX_REL_ERR, str(report)
 
 
 def conv_gradcheck(case, x, weight, bias, backward=conv2d_backward, title="conv2d", seed=0):

@@ -3,6 +3,7 @@ agreement with the loop oracles, shape validation and dtype preservation."""
 
 import numpy as np
 import pytest
+from helpers import EXACT, assert_gradients_match, seeds
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -10,21 +11,10 @@ from npcbam import check_op_gradients
 from npcbam.ops import concat_backward, concat_forward, gate_backward, gate_forward
 from npcbam.ops.reference import gate_backward_naive, gate_naive
 
-MAX_REL_ERR = 1e-6  # the spec's bound on analytic vs finite-difference gradients
-EXACT = {"rtol": 1e-12, "atol": 1e-12}  # vectorized vs loop oracle, both float64
-
-seeds = st.integers(0, 2**32 - 1)
 # (N, C, H, W) with every axis able to be 1 and H != W allowed
 shapes = st.tuples(st.integers(1, 2), st.integers(1, 4), st.integers(1, 4), st.integers(1, 4))
 # CBAM's two attention maps, and a full-size map for good measure
 GATE_KINDS = ("channel", "spatial", "full")
-
-
-def assert_gradients_match(report):
-    """The spec's acceptance test for a gradient check: passed, no kink, rel. error <= 1e-6."""
-    assert report.passed, str(report)
-    assert report.kinks == 0, str(report)
-    assert report.max_rel_err <= MAX_REL_ERR, str(report)
 
 
 def gate_shape(kind, x_shape):

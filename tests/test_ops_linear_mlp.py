@@ -3,7 +3,7 @@ gradients, agreement with the loop oracles and dtype preservation."""
 
 import numpy as np
 import pytest
-from helpers import SAFE_MARGIN
+from helpers import EXACT, SAFE_MARGIN, assert_gradients_match, seeds
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
@@ -21,19 +21,8 @@ from npcbam.ops.reference import (
     relu_naive,
 )
 
-MAX_REL_ERR = 1e-6  # the spec's bound on analytic vs finite-difference gradients
-EXACT = {"rtol": 1e-12, "atol": 1e-12}  # vectorized vs loop oracle, both float64
-
-seeds = st.integers(0, 2**32 - 1)
 batch_sizes = st.integers(1, 3)
 widths = st.integers(1, 5)  # input, output and hidden widths, 1 included
-
-
-def assert_gradients_match(report):
-    """The spec's acceptance test for a gradient check: passed, no kink, rel. error <= 1e-6."""
-    assert report.passed, str(report)
-    assert report.kinks == 0, str(report)
-    assert report.max_rel_err <= MAX_REL_ERR, str(report)
 
 
 def linear_backward_without_bias(dout, cache):

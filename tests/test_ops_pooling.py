@@ -4,7 +4,7 @@ gradient checker's kink detection on ties."""
 
 import numpy as np
 import pytest
-from helpers import SAFE_MARGIN, distinct_values, top2_gap
+from helpers import EXACT, SAFE_MARGIN, assert_gradients_match, distinct_values, seeds, top2_gap
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -30,10 +30,6 @@ from npcbam.ops.reference import (
     global_max_pool_naive,
 )
 
-MAX_REL_ERR = 1e-6  # the spec's bound on analytic vs finite-difference gradients
-EXACT = {"rtol": 1e-12, "atol": 1e-12}  # vectorized vs loop oracle, both float64
-
-seeds = st.integers(0, 2**32 - 1)
 # (N, C, H, W) with every axis able to be 1 and H != W allowed
 shapes = st.tuples(st.integers(1, 2), st.integers(1, 4), st.integers(1, 4), st.integers(1, 4))
 
@@ -47,13 +43,6 @@ MAX_POOLS = {
     "channel_max_pool": (channel_max_pool_forward, channel_max_pool_backward, 1),
 }
 ALL_POOLS = {**AVG_POOLS, **{name: pair[:2] for name, pair in MAX_POOLS.items()}}
-
-
-def assert_gradients_match(report):
-    """The spec's acceptance test for a gradient check: passed, no kink, rel. error <= 1e-6."""
-    assert report.passed, str(report)
-    assert report.kinks == 0, str(report)
-    assert report.max_rel_err <= MAX_REL_ERR, str(report)
 
 
 @pytest.mark.parametrize("name", sorted(AVG_POOLS))

@@ -1,0 +1,1 @@
+"""PyTorch parity: the project's own PyTorch reference of CBAM and its stored fixtures."""
