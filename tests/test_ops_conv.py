@@ -178,17 +178,17 @@ def test_col2im_is_adjoint_of_im2col(case, seed):
 @given(case=conv_cases(), seed=seeds)
 @with_edge_cases
 def test_im2col_rows_are_padded_receptive_fields(case, seed):
-    """Row (n, i, j), column (c, u, v) of im2col is x_pad[n, c, sh*i + u, sw*j + v]."""
+    """Row (c, u, v), column (n, i, j) of im2col is x_pad[n, c, sh*i + u, sw*j + v]."""
     x = np.random.default_rng(seed).standard_normal(case.x_shape)
     cols = im2col(x, case.kernel, case.stride, case.padding)
     (kh, kw), (sh, sw), (ph, pw) = case.kernel, case.stride, case.padding
     ho, wo = case.out_hw
     padded = np.zeros((case.n, case.c, case.h + 2 * ph, case.w + 2 * pw))
     padded[:, :, ph : ph + case.h, pw : pw + case.w] = x
-    assert cols.shape == (case.n * ho * wo, case.c * kh * kw)
-    for row, (n, i, j) in enumerate(np.ndindex(case.n, ho, wo)):
+    assert cols.shape == (case.c * kh * kw, case.n * ho * wo)
+    for column, (n, i, j) in enumerate(np.ndindex(case.n, ho, wo)):
         field = padded[n, :, sh * i : sh * i + kh, sw * j : sw * j + kw]
-        np.testing.assert_array_equal(cols[row], field.ravel())
+        np.testing.assert_array_equal(cols[:, column], field.ravel())
 
 
 @pytest.mark.parametrize(
@@ -247,7 +247,7 @@ def col2im_overwriting(cols, x_shape, kernel, stride, padding):
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     n, c, h, w = x_shape
     ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-    fields = cols.reshape(n, ho, wo, c, kh, kw)
+    fields = cols.T.reshape(n, ho, wo, c, kh, kw)  # (C*kh*kw, N*Ho*Wo) -> one field per pixel
     padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
     for i in range(ho):
         for j in range(wo):
@@ -278,8 +278,8 @@ def backward_col2im_overwriting(dout, cache):
     """Mutant (c): the input gradient folded back with ``=`` instead of ``+=``."""
     _, dweight, dbias = conv2d_backward(dout, cache)
     f = cache.weight.shape[0]
-    dout_rows = dout.transpose(0, 2, 3, 1).reshape(-1, f)  # (N*Ho*Wo, F)
-    dcols = dout_rows @ cache.weight.reshape(f, -1)  # (N*Ho*Wo, C*kh*kw)
+    dout_mat = dout.transpose(1, 0, 2, 3).reshape(f, -1)  # (F, N*Ho*Wo)
+    dcols = cache.weight.reshape(f, -1).T @ dout_mat  # (C*kh*kw, N*Ho*Wo)
     kernel = cache.weight.shape[2:]
     dx = col2im_overwriting(dcols, cache.x_shape, kernel, cache.stride, cache.padding)
     return dx, dweight, dbias

@@ -16,7 +16,7 @@ from npcbam.ops.im2col import as_pair, col2im, conv_output_size, im2col
 
 
 class Conv2dCache(NamedTuple):
-    cols: np.ndarray  # (N*Ho*Wo, C*kh*kw), the unfolded input
+    cols: np.ndarray  # (C*kh*kw, N*Ho*Wo), the unfolded input
     x_shape: tuple[int, int, int, int]  # (N, C, H, W)
     weight: np.ndarray  # (F, C, kh, kw)
     stride: tuple[int, int]
@@ -36,7 +36,9 @@ def conv2d_forward(
     .. math:: y_{n f i j} = b_f + \sum_{c, u, v} W_{f c u v}\,
               x^{\text{pad}}_{n,\,c,\,s_h i + u,\,s_w j + v}
               \qquad\Longleftrightarrow\qquad
-              Y = \mathrm{cols}(x)\, W_{\text{mat}}^\top + b
+              Y = W_{\text{mat}}\, \mathrm{cols}(x) + b
+
+    with :math:`W_{\text{mat}}` the (F, C·kh·kw) kernels and :math:`Y` the (F, N·Ho·Wo) output.
 
     Parameters
     ----------
@@ -62,15 +64,14 @@ def conv2d_forward(
     f, c, kh, kw = weight.shape
     ho = conv_output_size(h, kh, stride[0], padding[0])
     wo = conv_output_size(w, kw, stride[1], padding[1])
-    cols = im2col(x, (kh, kw), stride, padding)  # (N*Ho*Wo, C*kh*kw)
+    cols = im2col(x, (kh, kw), stride, padding)  # (C*kh*kw, N*Ho*Wo)
     weight_mat = weight.reshape(f, c * kh * kw)  # (F, C, kh, kw) -> (F, C*kh*kw)
-    out_mat = cols @ weight_mat.T  # (N*Ho*Wo, F)
+    out_mat = weight_mat @ cols  # (F, N*Ho*Wo)
     if bias is not None:
-        out_mat += bias
-    # (N*Ho*Wo, F) -> (N, Ho, Wo, F) -> (N, F, Ho, Wo)
-    out = out_mat.reshape(n, ho, wo, f).transpose(0, 3, 1, 2)
-    cache = Conv2dCache(cols, x.shape, weight, stride, padding, bias is not None)
-    return np.ascontiguousarray(out), cache
+        out_mat += bias[:, None]
+    # (F, N*Ho*Wo) -> (F, N, Ho, Wo) -> (N, F, Ho, Wo)
+    out = np.ascontiguousarray(out_mat.reshape(f, n, ho, wo).transpose(1, 0, 2, 3))
+    return out, Conv2dCache(cols, x.shape, weight, stride, padding, bias is not None)
 
 
 def conv2d_backward(
@@ -80,13 +81,13 @@ def conv2d_backward(
 
     .. math::
 
-        \frac{\partial L}{\partial W_{\text{mat}}} = G^\top \mathrm{cols}(x), \qquad
-        \frac{\partial L}{\partial \mathrm{cols}} = G\, W_{\text{mat}}, \qquad
+        \frac{\partial L}{\partial W_{\text{mat}}} = G\, \mathrm{cols}(x)^\top, \qquad
+        \frac{\partial L}{\partial \mathrm{cols}} = W_{\text{mat}}^\top G, \qquad
         \frac{\partial L}{\partial x} = \mathrm{col2im}\Big(\frac{\partial L}
             {\partial \mathrm{cols}}\Big), \qquad
-        \frac{\partial L}{\partial b_f} = \sum_{n,i,j} G_{(n i j), f}
+        \frac{\partial L}{\partial b_f} = \sum_{n,i,j} G_{f, (n i j)}
 
-    where :math:`G` is the upstream gradient as an (N·Ho·Wo, F) matrix.
+    where :math:`G` is the upstream gradient as an (F, N·Ho·Wo) matrix.
 
     Parameters
     ----------
@@ -100,11 +101,11 @@ def conv2d_backward(
     dbias : ndarray, shape (F,), or None when the forward had no bias
     """
     f, c, kh, kw = cache.weight.shape
-    dout_mat = dout.transpose(0, 2, 3, 1).reshape(-1, f)  # (N, F, Ho, Wo) -> (N*Ho*Wo, F)
+    dout_mat = dout.transpose(1, 0, 2, 3).reshape(f, -1)  # (N, F, Ho, Wo) -> (F, N*Ho*Wo)
     weight_mat = cache.weight.reshape(f, c * kh * kw)  # (F, C, kh, kw) -> (F, C*kh*kw)
-    dweight_mat = dout_mat.T @ cache.cols  # (F, N*Ho*Wo) @ (N*Ho*Wo, C*kh*kw) -> (F, C*kh*kw)
+    dweight_mat = dout_mat @ cache.cols.T  # (F, N*Ho*Wo) @ (N*Ho*Wo, C*kh*kw) -> (F, C*kh*kw)
     dweight = dweight_mat.reshape(cache.weight.shape)  # (F, C*kh*kw) -> (F, C, kh, kw)
-    dcols = dout_mat @ weight_mat  # (N*Ho*Wo, C*kh*kw)
+    dcols = weight_mat.T @ dout_mat  # (C*kh*kw, F) @ (F, N*Ho*Wo) -> (C*kh*kw, N*Ho*Wo)
     dx = col2im(dcols, cache.x_shape, (kh, kw), cache.stride, cache.padding)
-    dbias = dout_mat.sum(axis=0) if cache.has_bias else None
+    dbias = dout_mat.sum(axis=1) if cache.has_bias else None
     return dx, dweight, dbias

@@ -1,8 +1,9 @@
 r"""im2col and col2im: a convolution becomes one matrix product.
 
-``im2col`` copies every receptive field (a C×kh×kw patch of the zero-padded input) into a row of
-a matrix; ``col2im`` is its adjoint: it adds each row back onto the patch it came from. Where
-windows overlap (stride < kernel) a pixel receives the sum of several rows, hence ``+=``.
+``im2col`` copies every receptive field (a C×kh×kw patch of the zero-padded input) into a
+column of a matrix; ``col2im`` is its adjoint: it adds each column back onto the patch it came
+from. Where windows overlap (stride < kernel) a pixel receives the sum of several columns, hence
+``+=``.
 """
 
 from __future__ import annotations
@@ -37,10 +38,14 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
 def im2col(
     x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
 ) -> np.ndarray:
-    r"""Unfold every receptive field of the zero-padded input into a row.
+    r"""Unfold every receptive field of the zero-padded input into a column.
 
-    .. math:: \mathrm{cols}[(n, i, j),\, (c, u, v)] = x^{\text{pad}}_{n,\,c,\,s_h i + u,\,
+    .. math:: \mathrm{cols}[(c, u, v),\, (n, i, j)] = x^{\text{pad}}_{n,\,c,\,s_h i + u,\,
               s_w j + v}
+
+    One column per output pixel, one row per kernel tap (c, u, v). This layout (Caffe's, with
+    the batch added) keeps each row's copy and each col2im addition a run of contiguous
+    memory along the image width.
 
     Parameters
     ----------
@@ -51,7 +56,7 @@ def im2col(
 
     Returns
     -------
-    cols : ndarray, shape (N * Ho * Wo, C * kh * kw), rows ordered (n, i, j), columns (c, u, v)
+    cols : ndarray, shape (C * kh * kw, N * Ho * Wo), rows ordered (c, u, v), columns (n, i, j)
     """
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     n, c, h, w = x.shape
@@ -62,8 +67,8 @@ def im2col(
     windows = sliding_window_view(padded, (kh, kw), axis=(2, 3))
     # ... of which every stride-th window is kept: (N, C, Ho, Wo, kh, kw)
     windows = windows[:, :, : sh * ho : sh, : sw * wo : sw]
-    # (N, C, Ho, Wo, kh, kw) -> (N, Ho, Wo, C, kh, kw) -> (N*Ho*Wo, C*kh*kw): the one copy.
-    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * kh * kw)
+    # (N, C, Ho, Wo, kh, kw) -> (C, kh, kw, N, Ho, Wo) -> (C*kh*kw, N*Ho*Wo): the one copy
+    return windows.transpose(1, 4, 5, 0, 2, 3).reshape(c * kh * kw, n * ho * wo)
 
 
 def col2im(
@@ -73,34 +78,35 @@ def col2im(
     stride: tuple[int, int],
     padding: tuple[int, int],
 ) -> np.ndarray:
-    r"""Adjoint of :func:`im2col`: add every row back onto its receptive field.
+    r"""Adjoint of :func:`im2col`: add every column back onto its receptive field.
 
-    .. math:: x_{n,c,y,z} \mathrel{+}= \mathrm{cols}[(n, i, j),\, (c, u, v)]
+    .. math:: x_{n,c,y,z} \mathrel{+}= \mathrm{cols}[(c, u, v),\, (n, i, j)]
               \quad\text{for all } s_h i + u - p_h = y,\; s_w j + v - p_w = z
 
     Loops over the kh·kw kernel offsets (49 for a 7×7 kernel), each adding one strided slice:
-    vectorized over N, C, Ho, Wo, and several times faster here than ``np.add.at``.
+    vectorized over C, N, Ho, Wo, and several times faster here than ``np.add.at``.
 
     Parameters
     ----------
-    cols : ndarray, shape (N * Ho * Wo, C * kh * kw)
+    cols : ndarray, shape (C * kh * kw, N * Ho * Wo)
     x_shape : (N, C, H, W), the shape of the input of :func:`im2col`
     kernel, stride, padding : as for :func:`im2col`
 
     Returns
     -------
-    x : ndarray, shape (N, C, H, W)
+    x : ndarray, shape (N, C, H, W), C-contiguous
     """
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     n, c, h, w = x_shape
     ho = conv_output_size(h, kh, sh, ph)
     wo = conv_output_size(w, kw, sw, pw)
-    # (N*Ho*Wo, C*kh*kw) -> (N, Ho, Wo, C, kh, kw) -> (N, C, kh, kw, Ho, Wo), a view
-    patches = cols.reshape(n, ho, wo, c, kh, kw).transpose(0, 3, 4, 5, 1, 2)
-    padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    patches = cols.reshape(c, kh, kw, n, ho, wo)  # (C*kh*kw, N*Ho*Wo) -> (C, kh, kw, N, Ho, Wo)
+    # accumulate channel-major, like the patches, so that both sides of += run contiguously
+    padded = np.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)  # (C, N, Hp, Wp)
     for u in range(kh):
         for v in range(kw):
             # kernel offset (u, v) touches rows u, u+sh, ..., columns v, v+sw, ...: overlapping
             # windows add up here, so this must be +=, never =
-            padded[:, :, u : u + sh * ho : sh, v : v + sw * wo : sw] += patches[:, :, u, v]
-    return padded[:, :, ph : ph + h, pw : pw + w]
+            padded[:, :, u : u + sh * ho : sh, v : v + sw * wo : sw] += patches[:, u, v]
+    # crop the padding; (C, N, H, W) -> (N, C, H, W)
+    return np.ascontiguousarray(padded[:, :, ph : ph + h, pw : pw + w].transpose(1, 0, 2, 3))
