@@ -3,8 +3,6 @@
 import subprocess
 import sys
 
-import numpy as np
-
 import npcbam.nn.channel_attention as channel_module
 from npcbam.cli import main
 from npcbam.trace import DESCRIPTIONS
@@ -22,9 +20,7 @@ def test_gradcheck_passes_and_prints_tables(capsys):
 
 def test_gradcheck_exits_1_and_names_the_failure(capsys, monkeypatch):
     """A planted bug (max-pool path of dL/dx dropped) makes the command fail loudly."""
-    monkeypatch.setattr(
-        channel_module, "global_max_pool_backward", lambda d, c: np.zeros(c.x_shape)
-    )
+    monkeypatch.setattr(channel_module, "global_max_pool_backward", lambda d, c, add_to: add_to)
     assert main(["gradcheck"]) == 1
     out = capsys.readouterr().out
     assert "FAILED: ChannelAttention" in out and "FAILED: CBAM" in out

@@ -281,7 +281,7 @@ def backward_col2im_overwriting(dout, cache):
     dout_mat = dout.transpose(1, 0, 2, 3).reshape(f, -1)  # (F, N*Ho*Wo)
     dcols = cache.weight.reshape(f, -1).T @ dout_mat  # (C*kh*kw, N*Ho*Wo)
     kernel = cache.weight.shape[2:]
-    dx = col2im_overwriting(dcols, cache.x_shape, kernel, cache.stride, cache.padding)
+    dx = col2im_overwriting(dcols, cache.x.shape, kernel, cache.stride, cache.padding)
     return dx, dweight, dbias
 
 

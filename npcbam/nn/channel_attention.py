@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from npcbam._checks import require_int
+from npcbam._checks import require_finite, require_int
 from npcbam.nn.init import default_weight
 from npcbam.nn.module import Module, check_feature_map
 from npcbam.ops.activations import SigmoidCache, sigmoid_backward, sigmoid_forward
@@ -95,6 +95,7 @@ class ChannelAttention(Module):
         n, c, _, _ = x.shape
         w_hidden, w_out = self._mlp_weights(x.dtype)
         avg, avg_cache = global_avg_pool_forward(x)  # (N, C)
+        require_finite(x, "x", summary=avg)  # a NaN or inf anywhere in x shows in its means
         mx, max_cache = global_max_pool_forward(x)  # (N, C)
         out_avg, mlp_avg_cache = shared_mlp_forward(avg, w_hidden, w_out)  # (N, C)
         out_max, mlp_max_cache = shared_mlp_forward(mx, w_hidden, w_out)  # (N, C), same weights
@@ -111,6 +112,7 @@ class ChannelAttention(Module):
         cache = self._cache
         n, c = cache.logits.shape
         dx, dchannel_map = gate_backward(dout, cache.gate_cache)  # x's first use: the gate
+        require_finite(dout, "dy", summary=dchannel_map)  # before any gradient is accumulated
         dgate = dchannel_map.reshape(n, c)  # (N, C, 1, 1) -> (N, C)
         dlogits = sigmoid_backward(dgate, cache.sigmoid_cache)  # (N, C)
         # logits = out_avg + out_max: a sum hands the same gradient to both of its terms
@@ -120,8 +122,9 @@ class ChannelAttention(Module):
         dmax, dw_hidden, dw_out = shared_mlp_backward(dlogits, cache.mlp_max_cache)
         self.accumulate_grad("mlp.0.weight", dw_hidden)  # second use: added, never overwritten
         self.accumulate_grad("mlp.2.weight", dw_out)
-        dx += global_avg_pool_backward(davg, cache.avg_cache)  # x's second use: average pool
-        dx += global_max_pool_backward(dmax, cache.max_cache)  # x's third use: max pool
+        # dx += the gradients of x's second and third uses, added in place
+        global_avg_pool_backward(davg, cache.avg_cache, add_to=dx)  # average pool
+        global_max_pool_backward(dmax, cache.max_cache, add_to=dx)  # max pool
         return dx
 
     @property

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from npcbam._checks import require_finite, require_float_array, require_ndim
+from npcbam._checks import require_float_array, require_ndim
 
 
 def collect_winners(cache, path: str = "") -> dict[str, np.ndarray]:
@@ -40,8 +40,10 @@ class Module:
 
     Subclasses register parameters and children in ``__init__`` and implement
     ``check_input(x)``, ``_forward(x)`` (which stores ``self._cache``) and ``_backward(dout)``.
-    The public :meth:`forward` and :meth:`backward` validate first, so a rejected call leaves the
-    module exactly as it was.
+    The public :meth:`forward` and :meth:`backward` check shapes and dtypes first; each
+    subclass rejects non-finite values itself (:func:`npcbam._checks.require_finite`, with a
+    reduction it computes anyway as a free first test) before it changes any state. A rejected
+    call leaves the module exactly as it was.
     """
 
     def __init__(self) -> None:
@@ -179,7 +181,6 @@ class Module:
         dout = require_float_array(dout, "dy")
         if dout.shape != shape:
             raise ValueError(f"dy has shape {dout.shape}; expected the last output's shape {shape}")
-        require_finite(dout, "dy")
         return self._backward(dout.astype(dtype, copy=False))
 
     def _last_cache(self, what: str):
@@ -206,7 +207,7 @@ class Module:
 
 
 def check_feature_map(x, channels: int | None = None) -> np.ndarray:
-    """Validate a feature map: an (N, C, H, W) float32/float64 finite array, C = ``channels``."""
+    """Validate a feature map: an (N, C, H, W) float32/float64 array, C = ``channels``."""
     x = require_float_array(x, "x")
     require_ndim(x, 4, "x", "(N, C, H, W)")
     if channels is not None and x.shape[1] != channels:
@@ -216,5 +217,4 @@ def check_feature_map(x, channels: int | None = None) -> np.ndarray:
         )
     if 0 in x.shape:
         raise ValueError(f"x has shape {x.shape}; every dimension must be at least 1")
-    require_finite(x, "x")
     return x

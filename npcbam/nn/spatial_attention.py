@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from npcbam._checks import require_odd_kernel
+from npcbam._checks import require_finite, require_odd_kernel
 from npcbam.nn.init import default_weight
 from npcbam.nn.module import Module, check_feature_map
 from npcbam.ops.activations import SigmoidCache, sigmoid_backward, sigmoid_forward
@@ -83,6 +83,7 @@ class SpatialAttention(Module):
         weight = self.param_as("conv.weight", x.dtype)  # (1, 2, k, k)
         mx, max_cache = channel_max_pool_forward(x)  # (N, 1, H, W)
         avg, avg_cache = channel_avg_pool_forward(x)  # (N, 1, H, W)
+        require_finite(x, "x", summary=avg)  # a NaN or inf anywhere in x shows in its means
         pooled, concat_cache = concat_forward([mx, avg], axis=1)  # (N, 2, H, W)
         logits, conv_cache = conv2d_forward(pooled, weight, padding=self.kernel_size // 2)
         spatial_map, sigmoid_cache = sigmoid_forward(logits)  # (N, 1, H, W)
@@ -102,12 +103,14 @@ class SpatialAttention(Module):
     def _backward(self, dout: np.ndarray) -> np.ndarray:
         cache = self._cache
         dx, dspatial_map = gate_backward(dout, cache.gate_cache)  # x's first use: the gate
+        require_finite(dout, "dy", summary=dspatial_map)  # before any gradient is accumulated
         dlogits = sigmoid_backward(dspatial_map, cache.sigmoid_cache)  # (N, 1, H, W)
         dpooled, dweight, _ = conv2d_backward(dlogits, cache.conv_cache)  # (N, 2, H, W)
         self.accumulate_grad("conv.weight", dweight)
         dmx, davg = concat_backward(dpooled, cache.concat_cache)  # 2 x (N, 1, H, W)
-        dx += channel_max_pool_backward(dmx, cache.max_cache)  # x's second use: max over C
-        dx += channel_avg_pool_backward(davg, cache.avg_cache)  # x's third use: mean over C
+        # dx += the gradients of x's second and third uses, added in place
+        channel_max_pool_backward(dmx, cache.max_cache, add_to=dx)  # max over channels
+        channel_avg_pool_backward(davg, cache.avg_cache, add_to=dx)  # mean over channels
         return dx
 
     @property

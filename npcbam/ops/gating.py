@@ -59,8 +59,11 @@ def gate_backward(dout: np.ndarray, cache: GateCache) -> tuple[np.ndarray, np.nd
     """
     x, gate = cache
     dx = dout * gate
-    broadcast_axes = tuple(i for i, (g, s) in enumerate(zip(gate.shape, x.shape)) if g != s)
-    dgate = (dout * x).sum(axis=broadcast_axes, keepdims=True)  # -> gate.shape
+    # sum of dout * x over the broadcast axes, e.g. "abcd,abcd->ab" for a (N, C, 1, 1) gate:
+    # einsum multiplies and adds in one sweep, with no full-size temporary for dout * x
+    axes = "abcdefghij"[: x.ndim]
+    kept = "".join(axis for axis, g, s in zip(axes, gate.shape, x.shape) if g == s)
+    dgate = np.einsum(f"{axes},{axes}->{kept}", dout, x).reshape(gate.shape)
     return dx, dgate
 
 
