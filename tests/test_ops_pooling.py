@@ -184,3 +184,47 @@ def test_pools_keep_float32(name):
     dx = backward(np.ones_like(out), cache)
     assert out.dtype == np.float32
     assert dx.dtype == np.float32
+
+
+@pytest.mark.parametrize("name", sorted(ALL_POOLS))
+@given(shape=shapes, seed=seeds)
+def test_backward_add_to_accumulates_in_place(name, shape, seed):
+    """``backward(dout, cache, add_to=buf)`` adds this path's gradient into ``buf`` (the ``+=``
+    of a value used twice) and returns ``buf`` itself: ``buf + backward(dout, cache)``."""
+    forward, backward = ALL_POOLS[name]
+    rng = np.random.default_rng(seed)
+    x = distinct_values(rng, shape)
+    out, cache = forward(x)
+    dout = rng.standard_normal(out.shape)
+    base = rng.standard_normal(shape)
+    buf = base.copy()
+    returned = backward(dout, cache, add_to=buf)
+    assert returned is buf
+    np.testing.assert_allclose(buf, base + backward(dout, cache), **EXACT)
+
+
+@pytest.mark.parametrize("name", sorted(ALL_POOLS))
+def test_backward_add_to_works_on_a_strided_view(name):
+    """The in-place addition also works when ``add_to`` is not contiguous (a transposed
+    view): no silent copy that would lose the update."""
+    forward, backward = ALL_POOLS[name]
+    rng = np.random.default_rng(3)
+    x = distinct_values(rng, (2, 3, 4, 5))
+    out, cache = forward(x)
+    dout = rng.standard_normal(out.shape)
+    storage = np.zeros((5, 4, 3, 2))
+    view = storage.transpose(3, 2, 1, 0)  # (2, 3, 4, 5), not C-contiguous
+    backward(dout, cache, add_to=view)
+    np.testing.assert_allclose(view, backward(dout, cache), **EXACT)
+
+
+@pytest.mark.parametrize("channels", [1, 255, 256, 300])
+def test_channel_max_winner_is_first_maximum_for_many_channels(channels):
+    """The first maximal channel wins at a tie, also past 255 channels (where the index
+    arithmetic needs more than 8 bits)."""
+    x = np.random.default_rng(channels).standard_normal((2, channels, 2, 3))
+    x[1, channels // 2, 1, 2] = x[1, channels - 1, 1, 2] = 50.0  # a tie, the later one last
+    _, cache = channel_max_pool_forward(x)
+    first = np.argmax(x, axis=1)[:, None]  # NumPy's argmax returns the first maximum
+    np.testing.assert_array_equal(cache.winners, first)
+    assert cache.winners[1, 0, 1, 2] == channels // 2
