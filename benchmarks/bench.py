@@ -6,7 +6,8 @@ Usage::
     python benchmarks/bench.py --json results.json   # ... and writes every number as JSON
     python benchmarks/bench.py --quick               # tiny shapes: checks the script runs
 
-Method: float32 throughout; the same thread count for NumPy's BLAS and PyTorch; a warm-up, then
+Method: float32 throughout; the same thread count for NumPy's BLAS and PyTorch (1 unless
+NPCBAM_BENCH_THREADS says otherwise); a warm-up, then
 ``--repeats`` timed runs per case, npcbam and PyTorch *interleaved* (so that a noisy neighbour
 slows both alike); medians reported, and ratios npcbam / PyTorch (below 1: npcbam is faster).
 "Passes" divide a time by that of one streaming pass over the input
@@ -30,11 +31,19 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
+# One thread count for both sides, fixed before NumPy's BLAS starts its thread pool. One thread
+# by default: idle OpenBLAS threads spin for a while after each call and steal the cores from
+# whatever runs next, which made interleaved two-thread timings of PyTorch erratic here.
+THREADS = os.environ.get("NPCBAM_BENCH_THREADS", "1")
+os.environ["OPENBLAS_NUM_THREADS"] = THREADS
+os.environ["OMP_NUM_THREADS"] = THREADS
+os.environ["MKL_NUM_THREADS"] = THREADS
 
-import npcbam
-from npcbam.ops import conv2d_backward, conv2d_forward, reference
-from npcbam.ops import pooling as pool_ops
+import numpy as np  # noqa: E402 (after the thread settings)
+
+import npcbam  # noqa: E402
+from npcbam.ops import conv2d_backward, conv2d_forward, reference  # noqa: E402
+from npcbam.ops import pooling as pool_ops  # noqa: E402
 
 try:
     import torch
@@ -247,6 +256,7 @@ def machine() -> dict:
         "torch": None if torch is None else torch.__version__,
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
+        "threads": int(THREADS),
         "torch_threads": None if torch is None else torch.get_num_threads(),
     }
     try:
@@ -258,7 +268,7 @@ def machine() -> dict:
             if pool.get("user_api") == "blas"
         ]
     except ImportError:
-        info["numpy_blas"] = "threadpoolctl not installed (OpenBLAS uses every core by default)"
+        info["numpy_blas"] = f"threadpoolctl not installed; OPENBLAS_NUM_THREADS={THREADS}"
     return info
 
 
@@ -269,7 +279,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="also write every number to this file")
     args = parser.parse_args(argv)
     if torch is not None:
-        torch.set_num_threads(os.cpu_count())  # the same as OpenBLAS's default for NumPy
+        torch.set_num_threads(int(THREADS))
     cbam_shapes = QUICK_CBAM_SHAPES if args.quick else CBAM_SHAPES
     conv_cases = QUICK_CONV_CASES if args.quick else CONV_CASES
     repeats = 3 if args.quick else args.repeats
