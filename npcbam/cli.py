@@ -51,16 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "gradcheck", help="finite-difference check of every op and module; exit 1 on failure"
     )
-    check.add_argument("--seed", type=int, default=0, help="seed of inputs and weights")
+    check.add_argument(
+        "--seed", type=int, default=0, help="seed of inputs and weights (default: 0)"
+    )
     check.set_defaults(run=_gradcheck)
     tr = commands.add_parser("trace", help="print every intermediate of one CBAM forward")
     tr.add_argument(
-        "--shape", type=int, nargs=4, default=(2, 32, 8, 8), metavar=("N", "C", "H", "W")
+        "--shape",
+        type=int,
+        nargs=4,
+        default=(2, 32, 8, 8),
+        metavar=("N", "C", "H", "W"),
+        help="input shape (default: 2 32 8 8)",
     )
-    tr.add_argument("--reduction", type=int, default=16)
-    tr.add_argument("--kernel-size", type=int, default=7)
+    tr.add_argument("--reduction", type=int, default=16, help="r of the MLP (default: 16)")
+    tr.add_argument(
+        "--kernel-size", type=int, default=7, help="odd spatial kernel size (default: 7)"
+    )
     tr.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--seed", type=int, default=0, help="seed of input and weights (default: 0)")
     tr.set_defaults(run=_trace)
     return parser
 
