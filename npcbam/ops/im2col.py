@@ -84,7 +84,8 @@ def col2im(
               \quad\text{for all } s_h i + u - p_h = y,\; s_w j + v - p_w = z
 
     Loops over the kh·kw kernel offsets (49 for a 7×7 kernel), each adding one strided slice:
-    vectorized over C, N, Ho, Wo, and several times faster here than ``np.add.at``.
+    vectorized over C, N, Ho, Wo, and several times faster here than scattering every
+    element with NumPy's unbuffered indexed add (``add.at``).
 
     Parameters
     ----------
