@@ -5,16 +5,39 @@ differences and PyTorch. Start with :class:`CBAM` and :func:`check_gradients`.
 """
 
 from npcbam.gradcheck import GradcheckReport, GradcheckRow, check_gradients, check_op_gradients
-from npcbam.nn import CBAM, ChannelAttention, Module, SpatialAttention
+from npcbam.nn import (
+    CBAM,
+    BatchNorm2d,
+    ChannelAttention,
+    Conv2d,
+    ConvCBAM,
+    ConvTranspose2d,
+    Linear,
+    Module,
+    ReLU,
+    ResidualBlockCBAM,
+    ResnetFPN4CBAM,
+    Sequential,
+    SpatialAttention,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CBAM",
+    "BatchNorm2d",
     "ChannelAttention",
+    "Conv2d",
+    "ConvCBAM",
+    "ConvTranspose2d",
     "GradcheckReport",
     "GradcheckRow",
+    "Linear",
     "Module",
+    "ReLU",
+    "ResidualBlockCBAM",
+    "ResnetFPN4CBAM",
+    "Sequential",
     "SpatialAttention",
     "check_gradients",
     "check_op_gradients",

@@ -12,6 +12,8 @@ hides transposed or permuted gradients). For each checked tensor :math:`\theta`:
   (``order=2`` gives the classic :math:`(L(\theta + h e_i) - L(\theta - h e_i)) / 2h`).
   The outputs are combined before they are projected on :math:`G`, which cancels less;
 
+* **sample** mode compares the same quotient on a random subset of elements;
+
 * **random-direction** mode (for large tensors) compares directional derivatives along random
   unit-variance directions :math:`u`: :math:`\langle \nabla_\theta L, u\rangle` (analytic)
   against the same difference quotient along :math:`u`, the fast mode of
@@ -66,10 +68,11 @@ class Settings:
     atol: float = DEFAULT_ATOL
     max_full: int = DEFAULT_MAX_FULL
     n_directions: int = 16
+    n_samples: int = 8
 
     def __post_init__(self):
-        if self.mode not in ("auto", "full", "random"):
-            raise ValueError(f"mode={self.mode!r}; expected 'auto', 'full' or 'random'")
+        if self.mode not in ("auto", "full", "sample", "random"):
+            raise ValueError(f"mode={self.mode!r}; expected 'auto', 'full', 'sample' or 'random'")
         if self.order not in STENCILS:
             raise ValueError(f"order={self.order!r}; expected one of {sorted(STENCILS)}")
         if not (self.h > 0 and self.rtol > 0 and self.atol >= 0):
@@ -137,21 +140,22 @@ class GradcheckReport:
             f"pass if |a-n| <= {s.atol:g} + {s.rtol:g}*|n|"
         )
         columns = ("tensor", "shape", "mode", "checked", "kinks", "max abs err", "max rel err")
+        width = max([24, *(len(row.name) for row in self.rows)])
         lines = [
             header,
-            f"{columns[0]:<24} {columns[1]:<16} {columns[2]:<6} {columns[3]:>7} {columns[4]:>5} "
-            f"{columns[5]:>11} {columns[6]:>11}  {'where':<14} result",
+            f"{columns[0]:<{width}} {columns[1]:<16} {columns[2]:<6} {columns[3]:>7} "
+            f"{columns[4]:>5} {columns[5]:>11} {columns[6]:>11}  {'where':<14} result",
         ]
         for row in self.rows:
             where = "-" if row.where is None else str(row.where).replace(" ", "")
-            mode = "full" if row.mode == "full" else "dirs"
+            mode = {"full": "full", "sample": "sample", "random": "dirs"}[row.mode]
             result = "pass" if row.passed else "FAIL"
             if row.kinks:
                 result += f" ({row.kinks} kink{'s' if row.kinks > 1 else ''} not compared)"
             lines.append(
-                f"{row.name:<24} {str(row.shape).replace(' ', ''):<16} {mode:<6} {row.checked:>7} "
-                f"{row.kinks:>5} {row.max_abs_err:>11.2e} {row.max_rel_err:>11.2e}  {where:<14} "
-                f"{result}"
+                f"{row.name:<{width}} {str(row.shape).replace(' ', ''):<16} {mode:<6} "
+                f"{row.checked:>7} {row.kinks:>5} {row.max_abs_err:>11.2e} "
+                f"{row.max_rel_err:>11.2e}  {where:<14} {result}"
             )
         lines.append(f"{'PASSED' if self.passed else 'FAILED'} ({len(self.rows)} tensors)")
         return "\n".join(lines)
@@ -214,13 +218,18 @@ def _check_tensor(name, tensor, analytic, evaluate, dout, base_winners, settings
     mode = settings.mode
     if mode == "auto":
         mode = "full" if tensor.size <= settings.max_full else "random"
-    if mode == "full":
-        numeric = np.zeros(tensor.shape)
-        kinked = np.zeros(tensor.shape, dtype=bool)
-        for index in np.ndindex(*tensor.shape):
-            numeric[index], kinked[index] = difference_quotient(h, index)
-        compared_analytic, compared_numeric = analytic[~kinked], numeric[~kinked]
-        positions = np.argwhere(~kinked)
+    if mode in ("full", "sample"):
+        indices = list(np.ndindex(*tensor.shape))
+        if mode == "sample" and settings.n_samples < len(indices):
+            chosen = rng.choice(len(indices), size=settings.n_samples, replace=False)
+            indices = [indices[i] for i in np.sort(chosen)]
+        numeric = np.zeros(len(indices))
+        kinked = np.zeros(len(indices), dtype=bool)
+        for i, index in enumerate(indices):
+            numeric[i], kinked[i] = difference_quotient(h, index)
+        compared_analytic = np.array([analytic[index] for index in indices])[~kinked]
+        compared_numeric = numeric[~kinked]
+        positions = np.array(indices, dtype=int).reshape(len(indices), -1)[~kinked]
     else:
         directions = [rng.standard_normal(tensor.shape) for _ in range(settings.n_directions)]
         results = [difference_quotient(h * u) for u in directions]
@@ -235,7 +244,9 @@ def _check_tensor(name, tensor, analytic, evaluate, dout, base_winners, settings
     worst = int(np.argmax(rel_err)) if rel_err.size else None
     where = None
     if worst is not None:
-        where = tuple(int(i) for i in positions[worst]) if mode == "full" else int(positions[worst])
+        where = (
+            int(positions[worst]) if mode == "random" else tuple(int(i) for i in positions[worst])
+        )
     return GradcheckRow(
         name=name,
         shape=tuple(tensor.shape),
@@ -277,6 +288,7 @@ def check_gradients(
     atol: float = DEFAULT_ATOL,
     max_full: int = DEFAULT_MAX_FULL,
     n_directions: int = 16,
+    n_samples: int = 8,
 ) -> GradcheckReport:
     """Check a module's backward against central finite differences.
 
@@ -293,9 +305,12 @@ def check_gradients(
         The input; not modified.
     seed : int
         Seeds the upstream gradient and the random directions.
-    mode : {"auto", "full", "random"}
-        "full" checks every element, "random" ``n_directions`` random directions per tensor,
-        "auto" picks "full" for tensors of at most ``max_full`` elements.
+    mode : {"auto", "full", "sample", "random"}
+        "full" checks every element, "sample" ``n_samples`` randomly chosen elements per
+        tensor (CS231n's sparse check: one coordinate moves at a time, so far fewer kinks are
+        crossed than along a direction that moves every coordinate), "random"
+        ``n_directions`` random directions per tensor, "auto" picks "full" for tensors of at
+        most ``max_full`` elements and "random" otherwise.
     h : float
         The finite-difference step.
     order : {2, 4}
@@ -309,8 +324,8 @@ def check_gradients(
     -------
     GradcheckReport
         ``report.passed``, ``report.rows``, ``str(report)`` for the table. The module's
-        parameters are left exactly as they were, its gradients as they were before the call,
-        and its cache holds a forward at ``x``.
+        parameters and buffers (running statistics) are left exactly as they were, its
+        gradients as they were before the call, and its cache holds a forward at ``x``.
 
     Examples
     --------
@@ -320,13 +335,16 @@ def check_gradients(
     >>> npcbam.check_gradients(m, x).passed
     True
     """
-    settings = Settings(mode, h, order, rtol, atol, max_full, n_directions)
+    settings = Settings(mode, h, order, rtol, atol, max_full, n_directions, n_samples)
     _require_float64(x, "x")
     params = module.parameters()
     for name, value in params.items():
         _require_float64(value, name)
     x_work = np.array(x, dtype=np.float64)
     saved_grads = {k: g.copy() for k, g in module.grads.items()}
+    # a forward in training mode moves BatchNorm's running statistics: undone at the end
+    buffers = getattr(module, "buffers", dict)()
+    saved_buffers = {k: b.copy() for k, b in buffers.items()}
     winners = getattr(module, "winners", dict)
 
     def evaluate():
@@ -344,6 +362,8 @@ def check_gradients(
         for name, grad in module.grads.items():
             np.copyto(grad, saved_grads[name])
         module.forward(x_work)
+        for name, buffer in buffers.items():
+            np.copyto(buffer, saved_buffers[name])
 
 
 def check_op_gradients(
@@ -362,7 +382,7 @@ def check_op_gradients(
     Bind non-differentiable arguments (stride, padding, ...) with a lambda or
     ``functools.partial``. Kinks are read from every ``winners`` field in the cache. The
     keyword ``settings`` are those of :func:`check_gradients` (``mode``, ``h``, ``order``,
-    ``rtol``, ``atol``, ``max_full``, ``n_directions``).
+    ``rtol``, ``atol``, ``max_full``, ``n_directions``, ``n_samples``).
 
     Examples
     --------

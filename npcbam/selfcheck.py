@@ -43,6 +43,8 @@ def _op_cases(rng: np.random.Generator) -> Iterator[tuple[str, object, object, d
             "v": distinct_values(rng, (2, 6)),
             "w_hidden": distinct_values(rng, (3, 6)),
             "w_out": rng.standard_normal((6, 3)),
+            "b_hidden": rng.standard_normal(3) / 10,
+            "b_out": rng.standard_normal(6),
         },
     )
     yield (

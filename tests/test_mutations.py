@@ -98,11 +98,11 @@ def test_dropped_branch_of_shared_mlp_fails(monkeypatch):
     calls = []
 
     def forgetful(dout, cache):
-        dv, dw_hidden, dw_out = original(dout, cache)
+        dv, dw_hidden, dw_out, db_hidden, db_out = original(dout, cache)
         calls.append(1)
         if len(calls) % 2 == 0:  # the second (max) branch of each backward
-            return dv, np.zeros_like(dw_hidden), np.zeros_like(dw_out)
-        return dv, dw_hidden, dw_out
+            return dv, np.zeros_like(dw_hidden), np.zeros_like(dw_out), db_hidden, db_out
+        return dv, dw_hidden, dw_out, db_hidden, db_out
 
     monkeypatch.setattr(channel_module, "shared_mlp_backward", forgetful)
     assert failing_rows(module, x) == {"mlp.0.weight", "mlp.2.weight"}

@@ -66,7 +66,7 @@ def test_shared_mlp_gradient_matches_finite_differences(n, channels, hidden, see
     assume(np.all(np.abs(v @ w_hidden.T) >= SAFE_MARGIN))
     report = check_op_gradients(
         shared_mlp_forward,
-        shared_mlp_backward,
+        lambda dout, cache: shared_mlp_backward(dout, cache)[:3],
         {"v": v, "w_hidden": w_hidden, "w_out": w_out},
         title="shared_mlp",
         seed=seed,
@@ -113,7 +113,7 @@ def test_shared_mlp_matches_composed_loop_oracles(n, channels, hidden, seed):
     expected_dv, expected_dw_hidden, _ = linear_backward_naive(dpre, v, w_hidden)
 
     out, cache = shared_mlp_forward(v, w_hidden, w_out)
-    dv, dw_hidden, dw_out = shared_mlp_backward(dout, cache)
+    dv, dw_hidden, dw_out, _, _ = shared_mlp_backward(dout, cache)
     np.testing.assert_allclose(out, expected_out, **EXACT)
     np.testing.assert_allclose(dv, expected_dv, **EXACT)
     np.testing.assert_allclose(dw_hidden, expected_dw_hidden, **EXACT)
@@ -136,6 +136,6 @@ def test_shared_mlp_keeps_float32():
     """float32 in, float32 out, for the MLP pass and its three gradients."""
     v, w_hidden, w_out = (a.astype(np.float32) for a in draw_mlp(np.random.default_rng(0), 2, 4, 2))
     out, cache = shared_mlp_forward(v, w_hidden, w_out)
-    grads = shared_mlp_backward(np.ones_like(out), cache)
+    grads = shared_mlp_backward(np.ones_like(out), cache)[:3]
     assert out.dtype == np.float32
     assert [g.dtype for g in grads] == [np.float32] * 3

@@ -65,8 +65,8 @@ class CBAM(Module):
         self.channels, self.reduction = int(channels), int(reduction)
         self.kernel_size = self.spatial_attention.kernel_size
         # the seed's CBAM holds mlp.* and conv.* directly: no prefix on either child's names
-        self.register_child("", self.channel_attention)
-        self.register_child("", self.spatial_attention)
+        self.register_child("", self.channel_attention, path="channel_attention")
+        self.register_child("", self.spatial_attention, path="spatial_attention")
 
     def check_input(self, x) -> np.ndarray:
         return check_feature_map(x, self.channels)

@@ -9,7 +9,7 @@ simplifies to
           \frac{1}{\sqrt{\text{fan\_in}}}\right), \qquad
           \text{fan\_in} = C_\text{in} \cdot k_h \cdot k_w .
 
-Biases (not used by CBAM code 1) get the same bound.
+Biases (not used by CBAM code 1) get the same bound, with the fan_in of their weight.
 """
 
 from __future__ import annotations
@@ -24,3 +24,9 @@ def default_weight(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarr
     fan_in = math.prod(shape[1:])
     bound = 1.0 / math.sqrt(fan_in)
     return rng.uniform(-bound, bound, size=shape)
+
+
+def default_bias(size: int, fan_in: int, rng: np.random.Generator) -> np.ndarray:
+    """Draw a float64 bias of ``size`` entries like PyTorch: U(+-1/sqrt(fan_in)) of its weight."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return rng.uniform(-bound, bound, size=size)

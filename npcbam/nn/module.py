@@ -14,6 +14,10 @@ import numpy as np
 
 from npcbam._checks import require_float_array, require_ndim
 
+# How many Module.forward calls are running (nested: a container calls its children). Only the
+# outermost one snapshots the buffers, so that a failure anywhere restores the whole tree.
+_forward_depth = 0
+
 
 def collect_winners(cache, path: str = "") -> dict[str, np.ndarray]:
     """Find every ``winners`` field (max indices, ReLU masks) in a nest of caches.
@@ -49,9 +53,12 @@ class Module:
     def __init__(self) -> None:
         self._params: dict[str, np.ndarray] = {}
         self._grads: dict[str, np.ndarray] = {}
-        self._children: list[tuple[str, Module]] = []
+        self._buffers: dict[str, np.ndarray] = {}
+        self._children: list[tuple[str, Module]] = []  # (state_dict prefix, module)
+        self._child_paths: list[str] = []  # each child's name in module paths
         self._cache = None
         self._output_spec: tuple[tuple[int, ...], np.dtype] | None = None
+        self._retained: dict[str, np.ndarray] | None = None  # see retain_io()
         self.training = True
 
     # -- construction -------------------------------------------------------------------------
@@ -60,15 +67,41 @@ class Module:
         self._params[name] = np.array(value, dtype=np.float64)
         self._grads[name] = np.zeros_like(self._params[name])
 
-    def register_child(self, prefix: str, module: Module) -> None:
-        """Add a submodule; its names appear as ``prefix.name`` (or unchanged if prefix is "")."""
-        self._children.append((prefix, module))
+    def register_buffer(self, name: str, value: np.ndarray) -> None:
+        """Store ``value`` as a buffer: state that is saved and loaded but never trained
+        (BatchNorm's running statistics). Buffers get no gradient and no optimizer step."""
+        self._buffers[name] = np.array(value)
 
-    def _named(self, table: str) -> Iterator[tuple[str, np.ndarray]]:
-        yield from getattr(self, table).items()
+    def register_child(self, prefix: str, module: Module, path: str | None = None) -> None:
+        """Add a submodule; its state names appear as ``prefix.name`` (unchanged if prefix is
+        ""), and :meth:`get_submodule` finds it under ``path`` (default: the prefix)."""
+        if not (prefix or path):
+            raise ValueError("a child registered without a state_dict prefix needs a path name")
+        self._children.append((prefix, module))
+        self._child_paths.append(path or prefix)
+
+    def _named(self, *tables: str) -> Iterator[tuple[str, np.ndarray]]:
+        """Entries of the given tables, this module's first, then each child's (PyTorch's
+        state_dict order when called with ``"_params", "_buffers"``)."""
+        for table in tables:
+            yield from getattr(self, table).items()
         for prefix, child in self._children:
-            for name, value in child._named(table):
+            for name, value in child._named(*tables):
                 yield (f"{prefix}.{name}" if prefix else name), value
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """Every module of the tree with its dotted path (``""`` for this one), parents first."""
+        yield prefix, self
+        for name, (_, child) in zip(self._child_paths, self._children):
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def get_submodule(self, path: str) -> Module:
+        """The submodule at a dotted path such as ``"blocks.1.cbam"`` (``""`` is ``self``)."""
+        modules = dict(self.named_modules())
+        if path not in modules:
+            named = sorted(name for name in modules if name)
+            raise KeyError(f"no submodule {path!r} in {type(self).__name__}; paths: {named}")
+        return modules[path]
 
     # -- parameters and gradients -------------------------------------------------------------
     def parameters(self) -> dict[str, np.ndarray]:
@@ -94,18 +127,24 @@ class Module:
         """Parameter ``name`` in the compute dtype (a float32 copy, or the float64 array itself)."""
         return self._params[name].astype(dtype, copy=False)
 
+    def buffers(self) -> dict[str, np.ndarray]:
+        """The live buffers (running statistics) by PyTorch name; empty for most modules."""
+        return dict(self._named("_buffers"))
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Copies of the parameters, keyed and shaped as the seed's PyTorch module."""
-        return {name: value.copy() for name, value in self._named("_params")}
+        """Copies of the parameters and buffers, keyed, shaped and ordered as PyTorch's."""
+        return {name: value.copy() for name, value in self._named("_params", "_buffers")}
 
     def load_state_dict(self, state_dict: Mapping[str, np.ndarray]) -> None:
-        """Load parameters from a mapping of PyTorch names to arrays (float32 or float64).
+        """Load parameters and buffers from a mapping of PyTorch names to arrays.
 
-        Every problem is collected first (missing, unexpected, wrong-shape, non-float or
-        non-finite entries) and reported in one ``ValueError``; nothing is changed unless the
-        whole mapping is valid. Values are stored as float64.
+        Parameters and floating buffers accept float32 or float64 (stored as float64); an
+        integer buffer (``num_batches_tracked``) accepts integers. Every problem is collected
+        first (missing, unexpected, wrong-shape, wrong-dtype, non-finite or negative-variance
+        entries) and reported in one ``ValueError``; nothing is changed unless the whole
+        mapping is valid.
         """
-        params = self.parameters()
+        params = dict(self._named("_params", "_buffers"))
         problems = []
         missing = sorted(set(params) - set(state_dict))
         unexpected = sorted(set(state_dict) - set(params))
@@ -116,12 +155,15 @@ class Module:
         arrays = {}
         for name in sorted(set(params) & set(state_dict)):
             value = np.asarray(state_dict[name])
+            kind = "integer" if np.issubdtype(params[name].dtype, np.integer) else "floating"
             if value.shape != params[name].shape:
                 problems.append(f"{name}: shape {value.shape}, expected {params[name].shape}")
-            elif not np.issubdtype(value.dtype, np.floating):
-                problems.append(f"{name}: dtype {value.dtype}, expected a floating dtype")
-            elif not np.isfinite(value).all():
+            elif not np.issubdtype(value.dtype, np.integer if kind == "integer" else np.floating):
+                problems.append(f"{name}: dtype {value.dtype}, expected a {kind} dtype")
+            elif kind == "floating" and not np.isfinite(value).all():
                 problems.append(f"{name}: holds non-finite values")
+            elif name.endswith("running_var") and (value < 0).any():
+                problems.append(f"{name}: holds negative values; a variance is >= 0")
             else:
                 arrays[name] = value
         if problems:
@@ -156,10 +198,34 @@ class Module:
         raise NotImplementedError
 
     def forward(self, x) -> np.ndarray:
-        """Validate ``x``, compute the output in ``x``'s dtype and cache what backward needs."""
+        """Validate ``x``, compute the output in ``x``'s dtype and cache what backward needs.
+
+        If anything raises part-way (a layer deep inside rejects its input), the buffers of
+        the whole tree are restored, so running statistics stay as they were; as some
+        children may already have cached the new input, a container then refuses ``backward``
+        until the next successful forward.
+        """
         x = self.check_input(x)
-        out = self._forward(x)
+        global _forward_depth
+        if _forward_depth:  # called by a container's forward: the outermost call guards
+            out = self._forward(x)
+        else:
+            saved = {name: value.copy() for name, value in self._named("_buffers")}
+            _forward_depth += 1
+            try:
+                out = self._forward(x)
+            except Exception:
+                for name, value in self._named("_buffers"):
+                    np.copyto(value, saved[name])
+                for _, module in self.named_modules():
+                    if module is not self or self._children:
+                        module._output_spec = None
+                raise
+            finally:
+                _forward_depth -= 1
         self._output_spec = (out.shape, out.dtype)
+        if self._retained is not None:
+            self._retained["output"] = out
         return out
 
     def __call__(self, x) -> np.ndarray:
@@ -181,7 +247,22 @@ class Module:
         dout = require_float_array(dout, "dy")
         if dout.shape != shape:
             raise ValueError(f"dy has shape {dout.shape}; expected the last output's shape {shape}")
-        return self._backward(dout.astype(dtype, copy=False))
+        dout = dout.astype(dtype, copy=False)
+        if self._retained is not None:
+            self._retained["output_grad"] = dout
+        return self._backward(dout)
+
+    def retain_io(self, retain: bool = True) -> None:
+        """Keep (or stop keeping) the last output and the gradient with respect to it in
+        :attr:`retained` (``"output"``, ``"output_grad"``): what Grad-CAM reads at a layer."""
+        self._retained = {} if retain else None
+
+    @property
+    def retained(self) -> dict[str, np.ndarray]:
+        """The output and output gradient kept since :meth:`retain_io` was switched on."""
+        if self._retained is None:
+            raise RuntimeError(f"{type(self).__name__} is not retaining: call retain_io() first")
+        return self._retained
 
     def _last_cache(self, what: str):
         """The last forward's cache, or a ``RuntimeError`` naming ``what`` needs it."""

@@ -1,0 +1,159 @@
+r"""Convolution layers: ``Conv2d`` and ``ConvTranspose2d`` with PyTorch's names, shapes and
+default initialisation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from npcbam._checks import require_finite, require_int
+from npcbam.nn.init import default_bias, default_weight
+from npcbam.nn.module import Module, check_feature_map
+from npcbam.ops.conv import conv2d_backward, conv2d_forward
+from npcbam.ops.conv_transpose import conv_transpose2d_backward, conv_transpose2d_forward
+from npcbam.ops.im2col import as_pair
+
+
+class _ConvBase(Module):
+    """What both convolutions share: a weight, an optional bias, and their gradients."""
+
+    def __init__(self, in_channels, out_channels, weight_shape, bias: bool, seed) -> None:
+        super().__init__()
+        self.in_channels = require_int(in_channels, "in_channels", 1)
+        self.out_channels = require_int(out_channels, "out_channels", 1)
+        rng = np.random.default_rng(seed)
+        # PyTorch draws the weight first, then the bias with the same 1/sqrt(fan_in) bound,
+        # fan_in being the product of the weight's dimensions after the first
+        self.register_parameter("weight", default_weight(weight_shape, rng))
+        if bias:
+            fan_in = int(np.prod(weight_shape[1:]))
+            self.register_parameter("bias", default_bias(self.out_channels, fan_in, rng))
+        self.has_bias = bool(bias)
+
+    def check_input(self, x) -> np.ndarray:
+        return check_feature_map(x, self.in_channels)
+
+    def _weights(self, dtype):
+        bias = self.param_as("bias", dtype) if self.has_bias else None
+        return self.param_as("weight", dtype), bias
+
+    def _accumulate(self, dweight: np.ndarray, dbias: np.ndarray | None) -> None:
+        self.accumulate_grad("weight", dweight)
+        if self.has_bias:
+            self.accumulate_grad("bias", dbias)
+
+
+class Conv2d(_ConvBase):
+    r"""2-D convolution layer (cross-correlation), ``torch.nn.Conv2d`` with groups = 1.
+
+    .. math:: y_{n f i j} = b_f + \sum_{c,u,v} W_{f c u v}\, x^{\text{pad}}_{n,\,c,\,
+              s_h i + u,\, s_w j + v}
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or (kh, kw)
+    stride : int or (sh, sw)
+    padding : int or (ph, pw), zeros on each side
+    bias : bool
+    seed : int, numpy Generator or None
+        Source of PyTorch's default initialisation :math:`\mathcal U(\pm 1/\sqrt{C k_h k_w})`.
+
+    Notes
+    -----
+    State dict: ``weight`` (out, in, kh, kw), ``bias`` (out,). Input (N, in, H, W), output
+    (N, out, Ho, Wo) with :math:`H_o = \lfloor (H + 2p_h - k_h)/s_h \rfloor + 1`. Forward and
+    backward: :func:`npcbam.ops.conv.conv2d_forward`, :func:`~npcbam.ops.conv.conv2d_backward`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size=3,
+        stride=1,
+        padding=0,
+        bias: bool = True,
+        seed=None,
+    ) -> None:
+        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
+        self.stride = as_pair(stride, "stride", 1)
+        self.padding = as_pair(padding, "padding", 0)
+        shape = (out_channels, in_channels, *self.kernel_size)
+        super().__init__(in_channels, out_channels, shape, bias, seed)
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        weight, bias = self._weights(x.dtype)
+        out, cache = conv2d_forward(x, weight, bias, self.stride, self.padding)
+        require_finite(x, "x", summary=out)  # a non-finite pixel spreads into the output
+        self._cache = cache
+        return out
+
+    def _backward(self, dout: np.ndarray) -> np.ndarray:
+        dx, dweight, dbias = conv2d_backward(dout, self._cache)
+        require_finite(dout, "dy", summary=dweight)
+        self._accumulate(dweight, dbias)
+        return dx
+
+
+class ConvTranspose2d(_ConvBase):
+    r"""2-D transposed convolution layer, ``torch.nn.ConvTranspose2d`` with groups = 1.
+
+    .. math:: y^{\text{pad}}_{n,\,f,\,s_h i + u,\,s_w j + v} \mathrel{+}= \sum_c x_{n c i j}\,
+              W_{c f u v}, \qquad y = \mathrm{crop}_p(y^{\text{pad}}) + b
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or (kh, kw)
+    stride : int or (sh, sw)
+    padding : int or (ph, pw), cropped from each side of the output
+    output_padding : int or (oh, ow), smaller than the stride: extra rows/columns at the end
+    bias : bool
+    seed : int, numpy Generator or None
+        Source of PyTorch's default initialisation :math:`\mathcal U(\pm 1/\sqrt{C_{out}
+        k_h k_w})` (PyTorch computes fan_in from the weight's second dimension).
+
+    Notes
+    -----
+    State dict: ``weight`` (in, out, kh, kw) (PyTorch's layout for transposed convolutions),
+    ``bias`` (out,). Output size :math:`H_o = (H - 1)s_h - 2p_h + k_h + o_h`. Forward and
+    backward: :mod:`npcbam.ops.conv_transpose`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size=3,
+        stride=1,
+        padding=0,
+        output_padding=0,
+        bias: bool = True,
+        seed=None,
+    ) -> None:
+        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
+        self.stride = as_pair(stride, "stride", 1)
+        self.padding = as_pair(padding, "padding", 0)
+        self.output_padding = as_pair(output_padding, "output_padding", 0)
+        if any(o >= s for o, s in zip(self.output_padding, self.stride)):
+            raise ValueError(
+                f"output_padding={self.output_padding} must be smaller than stride={self.stride} "
+                "along each axis"
+            )
+        shape = (in_channels, out_channels, *self.kernel_size)
+        super().__init__(in_channels, out_channels, shape, bias, seed)
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        weight, bias = self._weights(x.dtype)
+        out, cache = conv_transpose2d_forward(
+            x, weight, bias, self.stride, self.padding, self.output_padding
+        )
+        require_finite(x, "x", summary=out)
+        self._cache = cache
+        return out
+
+    def _backward(self, dout: np.ndarray) -> np.ndarray:
+        dx, dweight, dbias = conv_transpose2d_backward(dout, self._cache)
+        require_finite(dout, "dy", summary=dweight)
+        self._accumulate(dweight, dbias)
+        return dx

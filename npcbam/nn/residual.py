@@ -1,0 +1,165 @@
+r"""``ResidualBlockCBAM``: a ResNet basic block with CBAM on the residual branch (paper, Fig. 3).
+
+The seed's FPN backbone uses this block without defining it; npcbam defines it as the CBAM
+paper places the module in a ResNet basic block: after the block's last BatchNorm, before the
+shortcut is added.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from npcbam._checks import require_int
+from npcbam.nn.activation import ReLU
+from npcbam.nn.batchnorm import BatchNorm2d
+from npcbam.nn.cbam import CBAM
+from npcbam.nn.channel_attention import ChannelAttention
+from npcbam.nn.conv import Conv2d
+from npcbam.nn.module import Module, check_feature_map
+from npcbam.nn.sequential import Sequential
+from npcbam.nn.spatial_attention import SpatialAttention
+
+ATTENTIONS = ("cbam", "channel", "spatial", "none")
+
+
+def make_attention(kind: str, channels: int, reduction: int, kernel_size: int, rng):
+    """The attention module of a block, and its state-dict prefix: CBAM under ``cbam``,
+    channel or spatial attention alone under ``attention``, or ``(None, None)`` for none."""
+    if kind == "cbam":
+        return CBAM(channels, reduction, kernel_size, seed=rng), "cbam"
+    if kind == "channel":
+        return ChannelAttention(channels, reduction, seed=rng), "attention"
+    if kind == "spatial":
+        return SpatialAttention(kernel_size, seed=rng), "attention"
+    if kind == "none":
+        return None, None
+    raise ValueError(f"attention={kind!r}; expected one of {ATTENTIONS}")
+
+
+class ResidualBlockCBAM(Module):
+    r"""ResNet basic block with CBAM before the residual addition.
+
+    .. math::
+
+        F = \mathrm{BN}_2(W_2 * \mathrm{relu}(\mathrm{BN}_1(W_1 * x))), \qquad
+        y = \mathrm{relu}\big(\mathrm{CBAM}(F) + S(x)\big)
+
+    with :math:`W_1` a 3×3 convolution (stride s, padding 1), :math:`W_2` a 3×3 convolution
+    (padding 1), neither with bias, and the shortcut :math:`S` the identity when
+    ``in_channels == out_channels`` and ``stride == 1``, otherwise a 1×1 convolution (stride s,
+    no bias) followed by BatchNorm.
+
+    Backward: :math:`g = \partial L/\partial y \cdot [y > 0]` reaches both terms of the sum;
+    the residual branch is read bottom-up (CBAM, BN₂, conv₂, ReLU, BN₁, conv₁) and the
+    shortcut's input gradient is **added** to it: :math:`x` is used twice.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    stride : int
+        Of ``conv1`` and of the shortcut convolution.
+    reduction : int
+        CBAM's MLP reduction ratio (hidden width ``out_channels // reduction`` >= 1).
+    kernel_size : int
+        CBAM's spatial kernel (odd).
+    attention : {"cbam", "channel", "spatial", "none"}
+        npcbam's addition for ablations: which attention sits on the residual branch
+        (default CBAM, the seed's block).
+    seed : int, numpy Generator or None
+
+    Notes
+    -----
+    State dict: ``conv1.weight``, ``bn1.*``, ``conv2.weight``, ``bn2.*``, ``cbam.mlp.0.weight``,
+    ``cbam.mlp.2.weight``, ``cbam.conv.weight`` and, with a projection shortcut,
+    ``shortcut.0.weight`` and ``shortcut.1.*`` (BatchNorm: ``weight``, ``bias``,
+    ``running_mean``, ``running_var``, ``num_batches_tracked``). With ``attention="channel"``
+    or ``"spatial"`` the attention's keys start with ``attention.``.
+    Input (N, in, H, W) -> output (N, out, Ho, Wo), :math:`H_o = \lfloor (H - 1)/s \rfloor + 1`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        reduction: int = 16,
+        kernel_size: int = 7,
+        attention: str = "cbam",
+        seed=None,
+    ) -> None:
+        super().__init__()
+        self.in_channels = require_int(in_channels, "in_channels", 1)
+        self.out_channels = require_int(out_channels, "out_channels", 1)
+        self.stride = require_int(stride, "stride", 1)
+        rng = np.random.default_rng(seed)
+        self.conv1 = Conv2d(in_channels, out_channels, 3, stride, 1, bias=False, seed=rng)
+        self.bn1 = BatchNorm2d(out_channels)
+        self.relu1 = ReLU()
+        self.conv2 = Conv2d(out_channels, out_channels, 3, 1, 1, bias=False, seed=rng)
+        self.bn2 = BatchNorm2d(out_channels)
+        self.attention, prefix = make_attention(
+            attention, out_channels, reduction, kernel_size, rng
+        )
+        self.attention_kind = attention
+        self.relu_out = ReLU()
+        self.shortcut = None
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = Sequential(
+                Conv2d(in_channels, out_channels, 1, stride, 0, bias=False, seed=rng),
+                BatchNorm2d(out_channels),
+            )
+        for name, child in [
+            ("conv1", self.conv1),
+            ("bn1", self.bn1),
+            ("relu1", self.relu1),
+            ("conv2", self.conv2),
+            ("bn2", self.bn2),
+            (prefix, self.attention),
+            ("shortcut", self.shortcut),
+            ("relu_out", self.relu_out),
+        ]:
+            if child is not None:
+                self.register_child(name, child)
+
+    def check_input(self, x) -> np.ndarray:
+        return check_feature_map(x, self.in_channels)
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        out = self.conv1.forward(x)  # (N, out, Ho, Wo)
+        out = self.bn1.forward(out)
+        out = self.relu1.forward(out)
+        out = self.conv2.forward(out)
+        out = self.bn2.forward(out)  # F, the residual branch
+        if self.attention is not None:
+            out = self.attention.forward(out)  # CBAM(F)
+        skip = x if self.shortcut is None else self.shortcut.forward(x)  # S(x)
+        return self.relu_out.forward(out + skip)
+
+    def _backward(self, dout: np.ndarray) -> np.ndarray:
+        dsum = self.relu_out.backward(dout)  # reaches both terms of CBAM(F) + S(x)
+        dbranch = dsum
+        if self.attention is not None:
+            dbranch = self.attention.backward(dbranch)
+        dbranch = self.bn2.backward(dbranch)
+        dbranch = self.conv2.backward(dbranch)
+        dbranch = self.relu1.backward(dbranch)
+        dbranch = self.bn1.backward(dbranch)
+        dx = self.conv1.backward(dbranch)  # x's first use: the residual branch
+        dx += dsum if self.shortcut is None else self.shortcut.backward(dsum)  # second use
+        return dx
+
+    @property
+    def spatial_map(self) -> np.ndarray | None:
+        """The block's CBAM spatial map :math:`M_s` of the last forward, (N, 1, Ho, Wo); None
+        without spatial attention."""
+        if self.attention_kind in ("cbam", "spatial"):
+            return self.attention.spatial_map
+        return None
+
+    @property
+    def channel_map(self) -> np.ndarray | None:
+        """The block's channel map :math:`M_c` of the last forward, (N, out, 1, 1); None
+        without channel attention."""
+        if self.attention_kind in ("cbam", "channel"):
+            return self.attention.channel_map
+        return None

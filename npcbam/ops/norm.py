@@ -1,0 +1,121 @@
+r"""Batch normalisation over (N, H, W) for each channel (``BatchNorm2d``).
+
+In training mode the statistics are those of the batch itself, so every output depends on every
+input of its channel: the backward carries two extra terms, one through the mean and one through
+the variance. In evaluation mode the statistics are constants and the layer is a per-channel
+affine map.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class BatchNormCache(NamedTuple):
+    x_hat: np.ndarray  # (N, C, H, W), the normalised input
+    inv_std: np.ndarray  # (C,), 1 / sqrt(var + eps)
+    gamma: np.ndarray  # (C,)
+    batch_statistics: bool  # True: mean and var were computed from x (training mode)
+
+
+def batch_statistics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r"""Per-channel mean and *biased* variance over the batch and both spatial axes.
+
+    .. math:: \mu_c = \frac{1}{M}\sum_{n,i,j} x_{ncij}, \qquad
+              \sigma^2_c = \frac{1}{M}\sum_{n,i,j} (x_{ncij} - \mu_c)^2, \qquad M = N H W
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+
+    Returns
+    -------
+    mean, var : ndarray, shape (C,) each
+    """
+    mean = x.mean(axis=(0, 2, 3))  # (C,)
+    centred = x - mean[:, None, None]  # (N, C, H, W)
+    var = np.einsum("ncij,ncij->c", centred, centred) / (x.size // x.shape[1])  # (C,)
+    return mean, var
+
+
+def batchnorm2d_forward(
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    eps: float,
+    batch_stats: bool,
+) -> tuple[np.ndarray, BatchNormCache]:
+    r"""Normalise each channel with ``mean`` and ``var``, then scale and shift.
+
+    .. math:: \hat x_{ncij} = \frac{x_{ncij} - \mu_c}{\sqrt{\sigma^2_c + \epsilon}}, \qquad
+              y_{ncij} = \gamma_c \hat x_{ncij} + \beta_c
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+    gamma, beta : ndarray, shape (C,), the scale (``weight``) and shift (``bias``)
+    mean, var : ndarray, shape (C,): the batch's own (:func:`batch_statistics`, training) or
+        the running statistics (evaluation)
+    eps : float, added to the variance
+    batch_stats : bool
+        Whether ``mean`` and ``var`` were computed from ``x``; if so, the backward
+        differentiates through them.
+
+    Returns
+    -------
+    out : ndarray, shape (N, C, H, W)
+    cache : BatchNormCache
+    """
+    inv_std = 1.0 / np.sqrt(var + eps)  # (C,)
+    x_hat = (x - mean[:, None, None]) * inv_std[:, None, None]  # (N, C, H, W)
+    out = x_hat * gamma[:, None, None] + beta[:, None, None]
+    return out, BatchNormCache(x_hat, inv_std, gamma, batch_stats)
+
+
+def batchnorm2d_backward(
+    dout: np.ndarray, cache: BatchNormCache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""Gradients of :func:`batchnorm2d_forward`.
+
+    .. math::
+
+        \frac{\partial L}{\partial \gamma_c} = \sum_{n,i,j} \delta_{ncij} \hat x_{ncij}, \qquad
+        \frac{\partial L}{\partial \beta_c} = \sum_{n,i,j} \delta_{ncij}, \qquad
+        g = \gamma_c\, \delta
+
+    With constant statistics (evaluation) :math:`\partial L / \partial x = g / \sqrt{\sigma^2_c
+    + \epsilon}`. With batch statistics, :math:`x` also moves :math:`\mu_c` and
+    :math:`\sigma^2_c`; summing the three paths gives
+
+    .. math:: \frac{\partial L}{\partial x_{ncij}} = \frac{1}{\sqrt{\sigma^2_c + \epsilon}}
+              \Big(g_{ncij} - \frac{1}{M}\sum g_{c} - \hat x_{ncij}\,
+              \frac{1}{M}\sum g_{c} \hat x_{c}\Big)
+
+    (sums over n, i, j of channel c; :math:`M = NHW`).
+
+    Parameters
+    ----------
+    dout : ndarray, shape (N, C, H, W), :math:`\delta`
+    cache : BatchNormCache
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W)
+    dgamma, dbeta : ndarray, shape (C,)
+    """
+    x_hat, inv_std = cache.x_hat, cache.inv_std
+    dbeta = dout.sum(axis=(0, 2, 3))  # (C,)
+    dgamma = np.einsum("ncij,ncij->c", dout, x_hat)  # (C,)
+    dx_hat = dout * cache.gamma[:, None, None]  # g, (N, C, H, W)
+    if cache.batch_statistics:
+        # the mean of g is gamma * dbeta / M, the mean of g * x_hat is gamma * dgamma / M
+        m = dout.size // dout.shape[1]
+        mean_g = cache.gamma * dbeta / m  # (C,)
+        mean_g_xhat = cache.gamma * dgamma / m  # (C,)
+        dx_hat = dx_hat - mean_g[:, None, None] - x_hat * mean_g_xhat[:, None, None]
+    dx = dx_hat * inv_std[:, None, None]
+    return dx, dgamma, dbeta
