@@ -1,0 +1,181 @@
+r"""Grad-CAM through npcbam's manual backward pass, and figure-ready attention arrays.
+
+Grad-CAM (Selvaraju et al., ICCV 2017; used in the CBAM paper's Figure 4) explains a class
+score :math:`z_t` with a layer's activations :math:`A \in \mathbb{R}^{K \times h \times w}`:
+
+.. math:: \alpha_k = \frac{1}{hw} \sum_{i,j} \frac{\partial z_t}{\partial A_{kij}}, \qquad
+          \mathrm{CAM}_{ij} = \mathrm{relu}\Big(\sum_k \alpha_k A_{kij}\Big)
+
+then upsampled to the image and scaled to a maximum of 1. Nothing here plots: the functions
+return arrays, and notebooks or docs draw them (matplotlib is not a dependency).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from npcbam._checks import require_float_array, require_ndim
+from npcbam.nn.module import Module
+
+
+def upsample_nearest(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    r"""Nearest-neighbour resize of (N, h, w) maps to (N, H, W).
+
+    Output pixel :math:`(i, j)` takes input pixel :math:`(\lfloor (i + \frac12) h / H \rfloor,
+    \lfloor (j + \frac12) w / W \rfloor)`: each input pixel covers an equal block when
+    :math:`H/h` is an integer, so no attention mass moves between regions.
+    """
+    _, h, w = maps.shape
+    rows = ((np.arange(size[0]) + 0.5) * h / size[0]).astype(int)  # (H,)
+    cols = ((np.arange(size[1]) + 0.5) * w / size[1]).astype(int)  # (W,)
+    return maps[:, rows[:, None], cols[None, :]]  # (N, H, W)
+
+
+def _targets(target_class, n: int, num_classes: int) -> np.ndarray:
+    targets = np.broadcast_to(np.asarray(target_class), (n,))
+    if not np.issubdtype(targets.dtype, np.integer):
+        raise TypeError(f"target_class must be an int or (N,) ints, got {target_class!r}")
+    if targets.min() < 0 or targets.max() >= num_classes:
+        raise ValueError(f"target_class {target_class!r} is outside [0, {num_classes})")
+    return targets
+
+
+def grad_cam(model: Module, x, target_class, layer: str) -> np.ndarray:
+    r"""Grad-CAM maps of a classifier for ``target_class`` at the output of ``layer``.
+
+    Runs one forward and one manual backward of the class score in evaluation mode; the
+    model's mode, parameters, gradient buffers and running statistics are left as they were.
+
+    Parameters
+    ----------
+    model : Module
+        A classifier mapping (N, C, H, W) images to (N, K) logits.
+    x : ndarray, shape (N, C, H, W)
+    target_class : int or ndarray of int, shape (N,)
+        The class t whose score :math:`z_t` is explained (one per image, or one for all).
+    layer : str
+        Module path of a layer with (N, K, h, w) output, e.g. ``"blocks.1"``
+        (see ``model.named_modules()``).
+
+    Returns
+    -------
+    cam : ndarray, shape (N, H, W), float64 in [0, 1]
+        Each map divided by its maximum (an all-zero map stays zero).
+    """
+    x = require_float_array(x, "x")
+    require_ndim(x, 4, "x", "(N, C, H, W)")
+    target = model.get_submodule(layer)
+    was_training = model.training
+    saved_grads = {name: grad.copy() for name, grad in model.grads.items()}
+    model.eval()
+    target.retain_io(True)
+    try:
+        logits = model.forward(x)  # (N, K)
+        targets = _targets(target_class, len(x), logits.shape[1])
+        dlogits = np.zeros_like(logits)
+        dlogits[np.arange(len(x)), targets] = 1.0  # d z_t / d logits
+        model.backward(dlogits)
+        activations = target.retained["output"]  # A, (N, K, h, w)
+        dactivations = target.retained["output_grad"]  # dz_t/dA, (N, K, h, w)
+    finally:
+        target.retain_io(False)
+        model.train(was_training)
+        for name, grad in model.grads.items():
+            np.copyto(grad, saved_grads[name])
+    if activations.ndim != 4:
+        raise ValueError(
+            f"layer {layer!r} outputs shape {activations.shape}; Grad-CAM needs a (N, K, h, w) "
+            "feature map"
+        )
+    alpha = dactivations.mean(axis=(2, 3))  # (N, K), the channel weights
+    cam = np.maximum(np.einsum("nk,nkij->nij", alpha, activations), 0.0)  # (N, h, w)
+    cam = upsample_nearest(cam.astype(np.float64), x.shape[2:])  # (N, H, W)
+    peak = cam.max(axis=(1, 2), keepdims=True)
+    return np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)
+
+
+def _box_masks(boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N, H, W) booleans, True inside each (top, left, bottom, right) box."""
+    rows, cols = np.arange(size[0]), np.arange(size[1])
+    top, left, bottom, right = (boxes[:, k, None] for k in range(4))  # (N, 1) each
+    in_rows = (rows >= top) & (rows < bottom)  # (N, H)
+    in_cols = (cols >= left) & (cols < right)  # (N, W)
+    return in_rows[:, :, None] & in_cols[:, None, :]  # (N, H, W)
+
+
+def peak_in_box(maps: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Whether each map's maximum lies inside its box: the "pointing game" of Zhang et al.
+    (ECCV 2016). A map that ignores position hits with probability about the box's area share.
+
+    Parameters
+    ----------
+    maps : ndarray, shape (N, H, W)
+    boxes : ndarray, shape (N, 4), (top, left, bottom, right), bottom/right exclusive
+
+    Returns
+    -------
+    hits : ndarray of bool, shape (N,)
+    """
+    n, h, w = maps.shape
+    peak = maps.reshape(n, h * w).argmax(axis=1)  # first maximum, row-major
+    return _box_masks(boxes, (h, w)).reshape(n, h * w)[np.arange(n), peak]
+
+
+def box_mass_share(maps: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r"""Share of each map's mass inside its box, and the box's share of the image.
+
+    .. math:: s_n = \frac{\sum_{(i,j) \in \text{box}_n} M_{nij}}{\sum_{i,j} M_{nij}}, \qquad
+              a_n = \frac{|\text{box}_n|}{HW}
+
+    :math:`s_n > a_n` means the map concentrates on the box more than a uniform map would.
+
+    Parameters
+    ----------
+    maps : ndarray, shape (N, H, W), non-negative
+    boxes : ndarray, shape (N, 4), (top, left, bottom, right), bottom/right exclusive
+
+    Returns
+    -------
+    share, area_share : ndarray, shape (N,) each
+    """
+    n, h, w = maps.shape
+    inside = _box_masks(boxes, (h, w))  # (N, H, W)
+    total = maps.sum(axis=(1, 2))
+    share = np.divide((maps * inside).sum(axis=(1, 2)), total, out=np.zeros(n), where=total > 0)
+    return share, inside.sum(axis=(1, 2)) / (h * w)
+
+
+def attention_figure(model: Module, images, target_class=None, layer: str | None = None):
+    """Everything a figure of a classifier's attention needs, as arrays.
+
+    Parameters
+    ----------
+    model : AttentionClassifier (or a classifier with ``spatial_maps()`` and ``blocks``)
+    images : ndarray, shape (N, C, H, W)
+    target_class : int or (N,) ints, optional
+        Class explained by Grad-CAM; default: the predicted class.
+    layer : str, optional
+        Grad-CAM layer; default: the last block (``"blocks.<K-1>"``).
+
+    Returns
+    -------
+    dict of str to ndarray
+        ``"images"`` (N, C, H, W), ``"predicted"`` (N,), ``"grad_cam"`` (N, H, W), and for every
+        block with spatial attention ``"spatial/blocks.<k>"`` (N, H, W): its spatial map
+        upsampled to the image (values in (0, 1)).
+    """
+    images = require_float_array(images, "images")
+    was_training = model.training
+    model.eval()
+    try:
+        predicted = model.forward(images).argmax(axis=1)
+        spatial = {
+            f"spatial/{path}": upsample_nearest(m[:, 0].astype(np.float64), images.shape[2:])
+            for path, m in model.spatial_maps().items()
+        }
+    finally:
+        model.train(was_training)
+    layer = layer or f"blocks.{len(model.blocks) - 1}"
+    target = predicted if target_class is None else target_class
+    cam = grad_cam(model, images, target, layer)
+    return {"images": images, "predicted": predicted, "grad_cam": cam, **spatial}

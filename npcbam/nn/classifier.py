@@ -1,0 +1,117 @@
+r"""``AttentionClassifier``: a small residual CNN for demos, with selectable attention."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from npcbam._checks import require_int
+from npcbam.nn.activation import ReLU
+from npcbam.nn.batchnorm import BatchNorm2d
+from npcbam.nn.conv import Conv2d
+from npcbam.nn.linear import Linear
+from npcbam.nn.module import Module, check_feature_map
+from npcbam.nn.residual import ATTENTIONS, ResidualBlockCBAM
+from npcbam.nn.sequential import Sequential
+from npcbam.ops.pooling import global_avg_pool_backward, global_avg_pool_forward
+
+
+class AttentionClassifier(Module):
+    r"""Stem, residual blocks with attention, global average pooling, and a linear head.
+
+    .. math:: z = W_{\text{head}}\ \mathrm{avg}_{HW}\big(B_K \circ \cdots \circ B_1
+              (\mathrm{relu}(\mathrm{BN}(W_{\text{stem}} * x)))\big) + b
+
+    Each :math:`B_k` is a :class:`ResidualBlockCBAM` whose attention is chosen by
+    ``attention``; the first block keeps the resolution, each later one halves it. The
+    output are class logits, to be fed to :func:`npcbam.ops.loss.softmax_cross_entropy_forward`.
+
+    Parameters
+    ----------
+    in_channels : int
+    num_classes : int
+    widths : sequence of int
+        Channels of each block (its length is the number of blocks).
+    attention : {"cbam", "channel", "spatial", "none"}
+    reduction, kernel_size : int
+        Of the attention modules.
+    seed : int, numpy Generator or None
+
+    Notes
+    -----
+    State dict: ``stem.0.weight``, ``stem.1.*``, ``blocks.<k>.*``, ``head.weight``,
+    ``head.bias``. Input (N, in_channels, H, W) -> logits (N, num_classes).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        widths=(16, 32),
+        attention: str = "cbam",
+        reduction: int = 4,
+        kernel_size: int = 7,
+        seed=None,
+    ) -> None:
+        super().__init__()
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention={attention!r}; expected one of {ATTENTIONS}")
+        widths = [require_int(w, "widths[i]", 1) for w in widths]
+        if not widths:
+            raise ValueError("widths must name at least one block")
+        self.in_channels = require_int(in_channels, "in_channels", 1)
+        self.num_classes = require_int(num_classes, "num_classes", 2)
+        self.attention = attention
+        rng = np.random.default_rng(seed)
+        self.stem = Sequential(
+            Conv2d(in_channels, widths[0], 3, 1, 1, bias=False, seed=rng),
+            BatchNorm2d(widths[0]),
+            ReLU(),
+        )
+        blocks, previous = [], widths[0]
+        for index, width in enumerate(widths):
+            stride = 1 if index == 0 else 2
+            blocks.append(
+                ResidualBlockCBAM(
+                    previous, width, stride, reduction, kernel_size, attention, seed=rng
+                )
+            )
+            previous = width
+        self.blocks = Sequential(*blocks)
+        self.head = Linear(previous, num_classes, seed=rng)
+        self.register_child("stem", self.stem)
+        self.register_child("blocks", self.blocks)
+        self.register_child("head", self.head)
+
+    def check_input(self, x) -> np.ndarray:
+        return check_feature_map(x, self.in_channels)
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        features = self.blocks.forward(self.stem.forward(x))  # (N, C_K, H_K, W_K)
+        pooled, self._cache = global_avg_pool_forward(features)  # (N, C_K)
+        return self.head.forward(pooled)  # (N, num_classes)
+
+    def _backward(self, dout: np.ndarray) -> np.ndarray:
+        dpooled = self.head.backward(dout)  # (N, C_K)
+        dfeatures = global_avg_pool_backward(dpooled, self._cache)  # (N, C_K, H_K, W_K)
+        return self.stem.backward(self.blocks.backward(dfeatures))
+
+    def spatial_maps(self) -> dict[str, np.ndarray]:
+        """Each block's spatial attention map of the last forward, keyed ``blocks.<k>``:
+        (N, 1, H_k, W_k) arrays in (0, 1). Empty without spatial attention."""
+        return {
+            f"blocks.{k}": block.spatial_map
+            for k, block in enumerate(self.blocks.layers)
+            if block.spatial_map is not None
+        }
+
+    def predict(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Class indices (N,) for a batch of images, in evaluation mode (mode restored)."""
+        was_training = self.training
+        self.eval()
+        try:
+            logits = [
+                self.forward(images[i : i + batch_size]) for i in range(0, len(images), batch_size)
+            ]
+        finally:
+            self.train(was_training)
+        return np.concatenate(logits).argmax(axis=1)
