@@ -13,7 +13,20 @@ import numpy as np
 
 from npcbam import ops
 from npcbam.gradcheck import GradcheckReport, check_gradients, check_op_gradients, distinct_values
-from npcbam.nn import CBAM, ChannelAttention, SpatialAttention
+from npcbam.nn import (
+    CBAM,
+    BatchNorm2d,
+    ChannelAttention,
+    Conv2d,
+    ConvCBAM,
+    ConvTranspose2d,
+    Linear,
+    ResidualBlockCBAM,
+    SpatialAttention,
+)
+from npcbam.ops.conv_transpose import conv_transpose2d_backward, conv_transpose2d_forward
+from npcbam.ops.loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+from npcbam.ops.norm import batch_statistics, batchnorm2d_backward, batchnorm2d_forward
 
 
 def _op_cases(rng: np.random.Generator) -> Iterator[tuple[str, object, object, dict]]:
@@ -77,6 +90,41 @@ def _op_cases(rng: np.random.Generator) -> Iterator[tuple[str, object, object, d
         lambda d, c: ops.conv2d_backward(d, c)[:2],
         {"x": x, "weight": rng.standard_normal((4, 3, 3, 2))},
     )
+    yield (
+        "conv_transpose2d 3x3 stride 2 pad 1 output_padding 1, bias",
+        lambda x, w, b: conv_transpose2d_forward(x, w, b, stride=2, padding=1, output_padding=1),
+        conv_transpose2d_backward,
+        {"x": x, "weight": rng.standard_normal((3, 2, 3, 3)), "bias": rng.standard_normal(2)},
+    )
+    gamma, beta = 1.0 + rng.uniform(-0.3, 0.3, 3), rng.standard_normal(3)
+
+    def batchnorm_train(x, gamma, beta):
+        return batchnorm2d_forward(x, gamma, beta, *batch_statistics(x), 1e-5, True)
+
+    yield (
+        "batchnorm2d, batch statistics",
+        batchnorm_train,
+        batchnorm2d_backward,
+        {
+            "x": x,
+            "gamma": gamma,
+            "beta": beta,
+        },
+    )
+    mean, var = rng.standard_normal(3), rng.uniform(0.5, 1.5, 3)
+    yield (
+        "batchnorm2d, running statistics",
+        lambda x, gamma, beta: batchnorm2d_forward(x, gamma, beta, mean, var, 1e-5, False),
+        batchnorm2d_backward,
+        {"x": x, "gamma": gamma, "beta": beta},
+    )
+    labels = np.array([2, 0, 1, 2])
+    yield (
+        "softmax cross-entropy",
+        lambda logits: softmax_cross_entropy_forward(logits, labels),
+        softmax_cross_entropy_backward,
+        {"logits": rng.standard_normal((4, 3))},
+    )
 
 
 def with_live_relus(module, rng: np.random.Generator, shape) -> np.ndarray:
@@ -94,7 +142,8 @@ def with_live_relus(module, rng: np.random.Generator, shape) -> np.ndarray:
 
 def _module_cases(rng: np.random.Generator) -> Iterator[tuple[object, np.ndarray]]:
     """(module, input) for every module: hidden width 1 and > 1, H != W, kernels 3, 5 and 7,
-    with live and with partly dead ReLUs."""
+    with live and with partly dead ReLUs; then every layer, BatchNorm in training and in
+    evaluation mode, seed code 2 and the residual block with both kinds of shortcut."""
     channel = ChannelAttention(6, reduction=3, seed=rng)
     yield channel, with_live_relus(channel, rng, (2, 6, 3, 4))
     yield ChannelAttention(4, reduction=4, seed=rng), distinct_values(rng, (1, 4, 2, 3))
@@ -102,6 +151,33 @@ def _module_cases(rng: np.random.Generator) -> Iterator[tuple[object, np.ndarray
     cbam = CBAM(8, reduction=4, kernel_size=3, seed=rng)
     yield cbam, with_live_relus(cbam, rng, (2, 8, 4, 5))
     yield CBAM(4, reduction=2, kernel_size=7, seed=rng), distinct_values(rng, (1, 4, 6, 5))
+    x = distinct_values(rng, (2, 3, 5, 4))
+    yield Conv2d(3, 4, 3, stride=2, padding=1, seed=rng), x
+    yield ConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=1, seed=rng), x
+    yield Linear(5, 3, seed=rng), distinct_values(rng, (4, 5))
+    yield _randomized(BatchNorm2d(3), rng), x
+    yield _randomized(BatchNorm2d(3), rng).eval(), x
+    yield ConvCBAM(3, 4, r=0.5, seed=rng), x
+    yield _randomized(ResidualBlockCBAM(3, 4, reduction=2, kernel_size=3, seed=rng), rng), x
+    block = _randomized(ResidualBlockCBAM(3, 3, reduction=3, kernel_size=3, seed=rng), rng)
+    yield block.eval(), x
+
+
+def _randomized(module, rng: np.random.Generator):
+    """``module`` with random BatchNorm weights, biases and running statistics.
+
+    With the defaults (weight 1, bias 0), a train-mode BatchNorm gives every channel the same
+    set of values, and a following max over channels meets exact ties.
+    """
+    for _, layer in module.named_modules():
+        if isinstance(layer, BatchNorm2d):
+            c = layer.num_features
+            params, buffers = layer.parameters(), layer.buffers()
+            params["weight"][:] = 1.0 + rng.uniform(-0.3, 0.3, c)
+            params["bias"][:] = 0.3 * rng.standard_normal(c)
+            buffers["running_mean"][:] = 0.2 * rng.standard_normal(c)
+            buffers["running_var"][:] = rng.uniform(0.5, 1.5, c)
+    return module
 
 
 def run_all(seed: int = 0) -> list[GradcheckReport]:

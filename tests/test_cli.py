@@ -11,9 +11,19 @@ from npcbam.trace import DESCRIPTIONS
 def test_gradcheck_passes_and_prints_tables(capsys):
     assert main(["gradcheck"]) == 0
     out = capsys.readouterr().out
-    assert "18 of 18 checks passed" in out
+    assert "30 of 30 checks passed" in out
     assert "0 kink coordinates skipped" in out
-    for name in ("input", "mlp.0.weight", "mlp.2.weight", "conv.weight", "max rel err"):
+    for name in (
+        "input",
+        "mlp.0.weight",
+        "mlp.2.weight",
+        "conv.weight",
+        "shared_mlp_cbam_1.bias",
+        "bn1.weight",
+        "shortcut.1.bias",
+        "in eval mode",
+        "max rel err",
+    ):
         assert name in out
     assert "FAIL" not in out
 
@@ -24,6 +34,7 @@ def test_gradcheck_exits_1_and_names_the_failure(capsys, monkeypatch):
     assert main(["gradcheck"]) == 1
     out = capsys.readouterr().out
     assert "FAILED: ChannelAttention" in out and "FAILED: CBAM" in out
+    assert "FAILED: ConvCBAM" in out and "FAILED: ResidualBlockCBAM" in out
 
 
 def test_trace_prints_every_pipeline_step(capsys):

@@ -284,7 +284,8 @@ class Module:
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}: {v.shape}" for k, v in self._named("_params"))
-        return f"{type(self).__name__}({shapes})"
+        mode = "" if self.training or not self.buffers() else " in eval mode"
+        return f"{type(self).__name__}({shapes}){mode}"
 
 
 def check_feature_map(x, channels: int | None = None) -> np.ndarray:
