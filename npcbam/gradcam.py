@@ -32,7 +32,14 @@ def upsample_nearest(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _targets(target_class, n: int, num_classes: int) -> np.ndarray:
-    targets = np.broadcast_to(np.asarray(target_class), (n,))
+    """``target_class`` as (N,) class indices: one int for every image, or one per image."""
+    targets = np.asarray(target_class)
+    if targets.ndim == 0:
+        targets = np.full(n, targets)
+    if targets.shape != (n,):
+        raise ValueError(
+            f"target_class has shape {targets.shape}; expected one int or one per image, ({n},)"
+        )
     if not np.issubdtype(targets.dtype, np.integer):
         raise TypeError(f"target_class must be an int or (N,) ints, got {target_class!r}")
     if targets.min() < 0 or targets.max() >= num_classes:

@@ -8,6 +8,8 @@ gradients, manual backward, optimizer step (Adam, PyTorch's rule).
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import sys
 import time
 from collections.abc import Callable
@@ -43,8 +45,10 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "n_train", "n_test"):
             require_int(getattr(self, name), name, 1)
         require_int(self.seed, "seed", 0)
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, numbers.Real):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        if not 0 < self.lr < math.inf:
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
         if self.task not in TASKS:
             raise ValueError(f"task={self.task!r}; expected one of {TASKS}")
         if self.attention not in ATTENTIONS:

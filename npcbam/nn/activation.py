@@ -26,4 +26,5 @@ class ReLU(Module):
         return out
 
     def _backward(self, dout: np.ndarray) -> np.ndarray:
+        require_finite(dout, "dy")  # a NaN in dy would pass through where x > 0
         return relu_backward(dout, self._cache)

@@ -46,9 +46,11 @@ class BatchNorm2d(Module):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__()
         self.num_features = require_int(num_features, "num_features", 1)
-        if not isinstance(eps, numbers.Real) or not eps > 0:
-            raise ValueError(f"eps must be a positive number, got {eps!r}")
-        if not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1:
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < np.inf:
+            raise ValueError(f"eps must be a positive finite number, got {eps!r}")
+        if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
+            raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
+        if not 0 <= momentum <= 1:
             raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
         self.eps, self.momentum = float(eps), float(momentum)
         self.register_parameter("weight", np.ones(num_features))
@@ -68,10 +70,10 @@ class BatchNorm2d(Module):
         return x
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
+        require_finite(x, "x")  # before the running statistics move
         gamma, beta = self.param_as("weight", x.dtype), self.param_as("bias", x.dtype)
         if self.training:
             mean, var = batch_statistics(x)  # (C,) each, var biased
-            require_finite(x, "x", summary=mean)  # before the running statistics move
             m, count = self.momentum, x.size // x.shape[1]
             running_mean, running_var = self._buffers["running_mean"], self._buffers["running_var"]
             running_mean *= 1.0 - m
@@ -82,15 +84,12 @@ class BatchNorm2d(Module):
         else:
             mean = self._buffers["running_mean"].astype(x.dtype, copy=False)
             var = self._buffers["running_var"].astype(x.dtype, copy=False)
-        out, cache = batchnorm2d_forward(x, gamma, beta, mean, var, self.eps, self.training)
-        if not self.training:
-            require_finite(x, "x", summary=out.sum(axis=(0, 2, 3)))
-        self._cache = cache
+        out, self._cache = batchnorm2d_forward(x, gamma, beta, mean, var, self.eps, self.training)
         return out
 
     def _backward(self, dout: np.ndarray) -> np.ndarray:
+        require_finite(dout, "dy")
         dx, dgamma, dbeta = batchnorm2d_backward(dout, self._cache)
-        require_finite(dout, "dy", summary=dbeta)
         self.accumulate_grad("weight", dgamma)
         self.accumulate_grad("bias", dbeta)
         return dx

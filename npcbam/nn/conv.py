@@ -82,15 +82,14 @@ class Conv2d(_ConvBase):
         super().__init__(in_channels, out_channels, shape, bias, seed)
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
+        require_finite(x, "x")  # first: inf - inf inside the product would warn
         weight, bias = self._weights(x.dtype)
-        out, cache = conv2d_forward(x, weight, bias, self.stride, self.padding)
-        require_finite(x, "x", summary=out)  # a non-finite pixel spreads into the output
-        self._cache = cache
+        out, self._cache = conv2d_forward(x, weight, bias, self.stride, self.padding)
         return out
 
     def _backward(self, dout: np.ndarray) -> np.ndarray:
+        require_finite(dout, "dy")
         dx, dweight, dbias = conv2d_backward(dout, self._cache)
-        require_finite(dout, "dy", summary=dweight)
         self._accumulate(dweight, dbias)
         return dx
 
@@ -144,16 +143,15 @@ class ConvTranspose2d(_ConvBase):
         super().__init__(in_channels, out_channels, shape, bias, seed)
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
+        require_finite(x, "x")
         weight, bias = self._weights(x.dtype)
-        out, cache = conv_transpose2d_forward(
+        out, self._cache = conv_transpose2d_forward(
             x, weight, bias, self.stride, self.padding, self.output_padding
         )
-        require_finite(x, "x", summary=out)
-        self._cache = cache
         return out
 
     def _backward(self, dout: np.ndarray) -> np.ndarray:
+        require_finite(dout, "dy")
         dx, dweight, dbias = conv_transpose2d_backward(dout, self._cache)
-        require_finite(dout, "dy", summary=dweight)
         self._accumulate(dweight, dbias)
         return dx

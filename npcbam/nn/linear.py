@@ -48,15 +48,14 @@ class Linear(Module):
         return x
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
+        require_finite(x, "x")
         bias = self.param_as("bias", x.dtype) if self.has_bias else None
-        out, cache = linear_forward(x, self.param_as("weight", x.dtype), bias)
-        require_finite(x, "x", summary=out)
-        self._cache = cache
+        out, self._cache = linear_forward(x, self.param_as("weight", x.dtype), bias)
         return out
 
     def _backward(self, dout: np.ndarray) -> np.ndarray:
+        require_finite(dout, "dy")
         dx, dweight, dbias = linear_backward(dout, self._cache)
-        require_finite(dout, "dy", summary=dweight)
         self.accumulate_grad("weight", dweight)
         if self.has_bias:
             self.accumulate_grad("bias", dbias)

@@ -158,8 +158,10 @@ class Module:
             kind = "integer" if np.issubdtype(params[name].dtype, np.integer) else "floating"
             if value.shape != params[name].shape:
                 problems.append(f"{name}: shape {value.shape}, expected {params[name].shape}")
-            elif not np.issubdtype(value.dtype, np.integer if kind == "integer" else np.floating):
-                problems.append(f"{name}: dtype {value.dtype}, expected a {kind} dtype")
+            elif kind == "integer" and not np.issubdtype(value.dtype, np.integer):
+                problems.append(f"{name}: dtype {value.dtype}, expected an integer dtype")
+            elif kind == "floating" and value.dtype not in (np.float32, np.float64):
+                problems.append(f"{name}: dtype {value.dtype}, expected float32 or float64")
             elif kind == "floating" and not np.isfinite(value).all():
                 problems.append(f"{name}: holds non-finite values")
             elif name.endswith("running_var") and (value < 0).any():

@@ -64,7 +64,8 @@ def conv_transpose2d_forward(
     stride : int or (sh, sw), >= 1
     padding : int or (ph, pw), >= 0: rows and columns cropped from each side of the output
     output_padding : int or (oh, ow), each smaller than its stride: extra rows and columns
-        added at the bottom and right (they receive only the bias)
+        kept at the bottom and right (of the padded output, where padding would otherwise crop
+        them; with padding 0 they receive only the bias)
 
     Returns
     -------

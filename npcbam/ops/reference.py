@@ -252,3 +252,165 @@ def conv2d_backward_naive(dout, x, weight, stride=(1, 1), padding=(0, 0), with_b
                                     dx[n, c, y, z] += g * weight[f, c, u, v]
                                     dweight[f, c, u, v] += g * x[n, c, y, z]
     return dx, dweight, (dbias if with_bias else None)
+
+
+def conv_transpose2d_naive(
+    x, weight, bias=None, stride=(1, 1), padding=(0, 0), output_padding=(0, 0)
+) -> np.ndarray:
+    """Scatter definition of the transposed convolution.
+
+    Every input pixel :math:`x_{ncij}`, times the kernel :math:`W_{c f}`, is added onto an
+    uncropped output at rows :math:`s_h i + u` and columns :math:`s_w j + v`. That output has
+    :math:`(H - 1)s_h + k_h` rows (the reach of the last scatter) plus ``output_padding`` rows
+    at the bottom that nothing is scattered onto; ``padding`` rows are then cropped from its top
+    and from its bottom (likewise for columns), and every pixel gets its channel's bias.
+    ``weight`` is (C_in, C_out, kh, kw), PyTorch's layout.
+    """
+    (sh, sw), (ph, pw), (oh, ow) = stride, padding, output_padding
+    n_, c_, h_, w_ = x.shape
+    _, f_, kh, kw = weight.shape
+    full = np.zeros((n_, f_, (h_ - 1) * sh + kh + oh, (w_ - 1) * sw + kw + ow), dtype=x.dtype)
+    for n, c, i, j in np.ndindex(n_, c_, h_, w_):
+        for f, u, v in np.ndindex(f_, kh, kw):
+            full[n, f, sh * i + u, sw * j + v] += x[n, c, i, j] * weight[c, f, u, v]
+    ho, wo = full.shape[2] - 2 * ph, full.shape[3] - 2 * pw
+    out = np.zeros((n_, f_, ho, wo), dtype=x.dtype)
+    for n, f, o, q in np.ndindex(n_, f_, ho, wo):
+        out[n, f, o, q] = full[n, f, ph + o, pw + q] + (0.0 if bias is None else bias[f])
+    return out
+
+
+def conv_transpose2d_backward_naive(
+    dout, x, weight, stride=(1, 1), padding=(0, 0), output_padding=(0, 0), with_bias=False
+):
+    """Every scattered term :math:`x_{ncij} W_{cfuv}` sends its share of the gradient back.
+
+    The gradient of the uncropped output is ``dout`` put back where the crop took it from, zero
+    on the cropped rows and columns; a term that landed on a cropped pixel gets nothing.
+    """
+    (sh, sw), (ph, pw), (oh, ow) = stride, padding, output_padding
+    n_, c_, h_, w_ = x.shape
+    _, f_, kh, kw = weight.shape
+    _, _, ho, wo = dout.shape
+    dfull = np.zeros((n_, f_, (h_ - 1) * sh + kh + oh, (w_ - 1) * sw + kw + ow), dtype=dout.dtype)
+    for n, f, o, q in np.ndindex(n_, f_, ho, wo):
+        dfull[n, f, ph + o, pw + q] = dout[n, f, o, q]
+    dx = np.zeros_like(x)
+    dweight = np.zeros_like(weight)
+    for n, c, i, j in np.ndindex(n_, c_, h_, w_):
+        for f, u, v in np.ndindex(f_, kh, kw):
+            g = dfull[n, f, sh * i + u, sw * j + v]
+            dx[n, c, i, j] += g * weight[c, f, u, v]
+            dweight[c, f, u, v] += g * x[n, c, i, j]
+    dbias = np.zeros(f_, dtype=dout.dtype)
+    for n, f, o, q in np.ndindex(n_, f_, ho, wo):
+        dbias[f] += dout[n, f, o, q]
+    return dx, dweight, (dbias if with_bias else None)
+
+
+def batch_statistics_naive(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and biased variance (divide by M = N·H·W) with explicit sums."""
+    n_, c_, h_, w_ = x.shape
+    m = n_ * h_ * w_
+    mean = np.zeros(c_)
+    var = np.zeros(c_)
+    for c in range(c_):
+        total = 0.0
+        for n, i, j in np.ndindex(n_, h_, w_):
+            total += x[n, c, i, j]
+        mean[c] = total / m
+        squares = 0.0
+        for n, i, j in np.ndindex(n_, h_, w_):
+            squares += (x[n, c, i, j] - mean[c]) ** 2
+        var[c] = squares / m
+    return mean, var
+
+
+def batchnorm2d_naive(x, gamma, beta, eps=1e-5, running_mean=None, running_var=None) -> np.ndarray:
+    """:math:`y = \\gamma_c (x - \\mu_c) / \\sqrt{\\sigma^2_c + \\epsilon} + \\beta_c` element by
+    element: with the batch's own statistics (training) when ``running_mean`` and
+    ``running_var`` are None, otherwise with those (evaluation)."""
+    if running_mean is None:
+        mean, var = batch_statistics_naive(x)
+    else:
+        mean, var = running_mean, running_var
+    out = np.empty_like(x)
+    for n, c, i, j in np.ndindex(*x.shape):
+        out[n, c, i, j] = gamma[c] * (x[n, c, i, j] - mean[c]) / math.sqrt(var[c] + eps) + beta[c]
+    return out
+
+
+def batchnorm2d_backward_naive(
+    dout, x, gamma, eps=1e-5, running_mean=None, running_var=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of :func:`batchnorm2d_naive` through the explicit Jacobian of each channel.
+
+    With batch statistics, the M = N·H·W outputs of a channel depend on all M of its inputs.
+    By the chain rule through :math:`\\mu` and :math:`\\sigma^2`, with
+    :math:`\\partial\\mu/\\partial x_l = 1/M`, :math:`\\partial\\sigma^2/\\partial x_l =
+    2(x_l - \\mu)/M` and :math:`s = (\\sigma^2 + \\epsilon)^{-1/2}`:
+
+    .. math:: J_{kl} = \\frac{\\partial y_k}{\\partial x_l} = \\gamma \\Big(
+              ([k = l] - \\frac{\\partial\\mu}{\\partial x_l})\\, s
+              - (x_k - \\mu)\\, \\tfrac12 s^3 \\frac{\\partial\\sigma^2}{\\partial x_l}\\Big)
+
+    and :math:`\\partial L/\\partial x_l = \\sum_k \\delta_k J_{kl}`; each entry is built and
+    summed by loops. With running statistics the Jacobian is diagonal, :math:`\\gamma s`.
+    """
+    n_, c_, h_, w_ = x.shape
+    training = running_mean is None
+    if training:
+        mean, var = batch_statistics_naive(x)
+    else:
+        mean, var = running_mean, running_var
+    positions = list(np.ndindex(n_, h_, w_))
+    m = len(positions)
+    dx = np.zeros_like(x)
+    dgamma = np.zeros(c_)
+    dbeta = np.zeros(c_)
+    for c in range(c_):
+        s = 1.0 / math.sqrt(var[c] + eps)
+        for row, (n, i, j) in enumerate(positions):  # output y_row
+            dbeta[c] += dout[n, c, i, j]
+            dgamma[c] += dout[n, c, i, j] * (x[n, c, i, j] - mean[c]) * s
+            for col, (n2, i2, j2) in enumerate(positions):  # input x_col
+                if training:
+                    dmean = 1.0 / m
+                    dvar = 2.0 * (x[n2, c, i2, j2] - mean[c]) / m
+                    jacobian = gamma[c] * (
+                        ((1.0 if row == col else 0.0) - dmean) * s
+                        - (x[n, c, i, j] - mean[c]) * 0.5 * s**3 * dvar
+                    )
+                else:
+                    jacobian = gamma[c] * s if row == col else 0.0
+                dx[n2, c, i2, j2] += dout[n, c, i, j] * jacobian
+    return dx, dgamma, dbeta
+
+
+def softmax_cross_entropy_naive(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over rows of :math:`-\\log \\mathrm{softmax}(z_n)_{y_n} = \\log\\sum_k e^{z_{nk}} -
+    z_{n y_n}`, each log-sum-exp computed as :math:`m + \\log\\sum_k e^{z_{nk} - m}` with
+    :math:`m` the row's maximum (no exponent above 0, so nothing overflows)."""
+    n_, k_ = logits.shape
+    total = 0.0
+    for n in range(n_):
+        top = max(float(logits[n, k]) for k in range(k_))
+        log_sum_exp = top + math.log(sum(math.exp(logits[n, k] - top) for k in range(k_)))
+        total += log_sum_exp - logits[n, labels[n]]
+    return total / n_
+
+
+def softmax_cross_entropy_backward_naive(
+    logits: np.ndarray, labels: np.ndarray, dloss: float = 1.0
+) -> np.ndarray:
+    """:math:`\\partial L/\\partial z_{nk} = (\\mathrm{softmax}(z_n)_k - [k = y_n]) / N`, times
+    ``dloss``, element by element."""
+    n_, k_ = logits.shape
+    dlogits = np.zeros_like(logits)
+    for n in range(n_):
+        top = max(float(logits[n, k]) for k in range(k_))
+        denominator = sum(math.exp(logits[n, k] - top) for k in range(k_))
+        for k in range(k_):
+            p = math.exp(logits[n, k] - top) / denominator
+            dlogits[n, k] = dloss * (p - (1.0 if k == labels[n] else 0.0)) / n_
+    return dlogits
