@@ -53,8 +53,8 @@ class ConvCBAM(Module):
 
     def __init__(self, in_channels: int, out_channels: int, r: float = 0.5, seed=None) -> None:
         super().__init__()
-        if isinstance(r, bool) or not isinstance(r, numbers.Real) or not r > 0:
-            raise ValueError(f"r must be a positive number, got {r!r}")
+        if isinstance(r, bool) or not isinstance(r, numbers.Real) or not 0 < r < np.inf:
+            raise ValueError(f"r must be a positive finite number, got {r!r}")
         out_channels = require_int(out_channels, "out_channels", 1)
         hidden = int(out_channels * r)
         if hidden < 1:
