@@ -4,9 +4,11 @@ Every forward and backward pass is written out in vectorized NumPy and checked a
 differences and PyTorch. Start with :class:`CBAM` and :func:`check_gradients`.
 """
 
+from npcbam.gradcam import attention_figure, grad_cam
 from npcbam.gradcheck import GradcheckReport, GradcheckRow, check_gradients, check_op_gradients
 from npcbam.nn import (
     CBAM,
+    AttentionClassifier,
     BatchNorm2d,
     ChannelAttention,
     Conv2d,
@@ -25,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CBAM",
+    "AttentionClassifier",
     "BatchNorm2d",
     "ChannelAttention",
     "Conv2d",
@@ -39,6 +42,8 @@ __all__ = [
     "ResnetFPN4CBAM",
     "Sequential",
     "SpatialAttention",
+    "attention_figure",
     "check_gradients",
     "check_op_gradients",
+    "grad_cam",
 ]

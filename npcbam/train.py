@@ -102,7 +102,10 @@ def attention_in_box(model: AttentionClassifier, dataset: Dataset, batch_size: i
       ``box_area``.
 
     Sigmoid gates are rarely far from saturation, so a spatial map can point at the object
-    almost always while its mass share stays close to the box's area: both are reported.
+    almost always while its mass share stays close to the box's area: both are reported. The
+    maps are computed in float64 (the model's float64 parameters applied to the images cast to
+    float64): in float32, saturated gates round to exactly 1.0 at several pixels, a tie for
+    the maximum.
 
     Returns
     -------
@@ -120,7 +123,9 @@ def attention_in_box(model: AttentionClassifier, dataset: Dataset, batch_size: i
     model.eval()
     try:
         for start in range(0, len(dataset), batch_size):
-            images = dataset.images[start : start + batch_size]
+            # float64: in float32 a saturated sigmoid gate rounds to exactly 1.0 at several
+            # pixels, and the position of the maximum would be decided by a tie
+            images = dataset.images[start : start + batch_size].astype(np.float64)
             boxes = dataset.boxes[start : start + batch_size]
             labels = dataset.labels[start : start + batch_size]
             model.forward(images)

@@ -4,6 +4,7 @@ from npcbam.nn.activation import ReLU
 from npcbam.nn.batchnorm import BatchNorm2d
 from npcbam.nn.cbam import CBAM
 from npcbam.nn.channel_attention import ChannelAttention
+from npcbam.nn.classifier import AttentionClassifier
 from npcbam.nn.conv import Conv2d, ConvTranspose2d
 from npcbam.nn.conv_cbam import ConvCBAM
 from npcbam.nn.fpn import ResnetFPN4CBAM
@@ -15,6 +16,7 @@ from npcbam.nn.spatial_attention import SpatialAttention
 
 __all__ = [
     "CBAM",
+    "AttentionClassifier",
     "BatchNorm2d",
     "ChannelAttention",
     "Conv2d",
