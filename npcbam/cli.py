@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -46,7 +47,7 @@ def _trace(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from npcbam.train import TrainConfig, accuracy, train_classifier
+    from npcbam.train import TrainConfig, accuracy, build_model, train_classifier
     from npcbam.weights import load_weights, save_weights
 
     config = TrainConfig(
@@ -65,17 +66,9 @@ def _train(args: argparse.Namespace) -> int:
     # read the file back (without pickle) into a fresh model: the saved weights reproduce
     # the reported accuracy, or the run fails
     from npcbam.data import load_task
-    from npcbam.nn.classifier import AttentionClassifier
 
     _, test_set = load_task(config.task, 1, config.n_test, seed=config.seed)
-    reloaded = AttentionClassifier(
-        test_set.images.shape[1],
-        len(test_set.class_names),
-        widths=config.widths,
-        attention=config.attention,
-        reduction=config.reduction,
-        kernel_size=config.kernel_size,
-    )
+    reloaded = build_model(dataclasses.replace(config, seed=config.seed + 1), test_set)
     load_weights(reloaded, path)
     reloaded_accuracy = accuracy(reloaded, test_set)
     if reloaded_accuracy != result.test_accuracy:

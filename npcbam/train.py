@@ -83,6 +83,20 @@ class TrainResult:
         }
 
 
+def build_model(config: TrainConfig, dataset: Dataset) -> AttentionClassifier:
+    """The classifier ``config`` describes, sized for ``dataset``'s channels and classes,
+    initialised from ``config.seed``."""
+    return AttentionClassifier(
+        dataset.images.shape[1],
+        len(dataset.class_names),
+        widths=config.widths,
+        attention=config.attention,
+        reduction=config.reduction,
+        kernel_size=config.kernel_size,
+        seed=config.seed,
+    )
+
+
 def accuracy(model: AttentionClassifier, dataset: Dataset, batch_size: int = 250) -> float:
     """Fraction of ``dataset`` classified correctly, in evaluation mode."""
     return float((model.predict(dataset.images, batch_size) == dataset.labels).mean())
@@ -174,15 +188,7 @@ def train_classifier(
     """
     say = log or (lambda line: None)
     train_set, test_set = load_task(config.task, config.n_train, config.n_test, seed=config.seed)
-    model = AttentionClassifier(
-        train_set.images.shape[1],
-        len(train_set.class_names),
-        widths=config.widths,
-        attention=config.attention,
-        reduction=config.reduction,
-        kernel_size=config.kernel_size,
-        seed=config.seed,
-    )
+    model = build_model(config, train_set)
     # the same statistics before any training: the glyph is the brightest, densest spot of
     # its image, so even random weights may point at it; what training adds is the difference
     at_init = attention_in_box(model, test_set)

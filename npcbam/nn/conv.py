@@ -16,10 +16,17 @@ from npcbam.ops.im2col import as_pair
 class _ConvBase(Module):
     """What both convolutions share: a weight, an optional bias, and their gradients."""
 
-    def __init__(self, in_channels, out_channels, weight_shape, bias: bool, seed) -> None:
+    def __init__(
+        self, in_channels, out_channels, kernel_size, stride, padding, bias: bool, seed
+    ) -> None:
         super().__init__()
+        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
+        self.stride = as_pair(stride, "stride", 1)
+        self.padding = as_pair(padding, "padding", 0)
         self.in_channels = require_int(in_channels, "in_channels", 1)
         self.out_channels = require_int(out_channels, "out_channels", 1)
+        # Conv2d: (out, in, kh, kw); ConvTranspose2d: (in, out, kh, kw), PyTorch's layouts
+        weight_shape = self._weight_shape(self.in_channels, self.out_channels)
         rng = np.random.default_rng(seed)
         # PyTorch draws the weight first, then the bias with the same 1/sqrt(fan_in) bound,
         # fan_in being the product of the weight's dimensions after the first
@@ -75,11 +82,10 @@ class Conv2d(_ConvBase):
         bias: bool = True,
         seed=None,
     ) -> None:
-        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
-        self.stride = as_pair(stride, "stride", 1)
-        self.padding = as_pair(padding, "padding", 0)
-        shape = (out_channels, in_channels, *self.kernel_size)
-        super().__init__(in_channels, out_channels, shape, bias, seed)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias, seed)
+
+    def _weight_shape(self, in_channels: int, out_channels: int) -> tuple[int, ...]:
+        return (out_channels, in_channels, *self.kernel_size)
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
         require_finite(x, "x")  # first: inf - inf inside the product would warn
@@ -130,17 +136,17 @@ class ConvTranspose2d(_ConvBase):
         bias: bool = True,
         seed=None,
     ) -> None:
-        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
-        self.stride = as_pair(stride, "stride", 1)
-        self.padding = as_pair(padding, "padding", 0)
         self.output_padding = as_pair(output_padding, "output_padding", 0)
-        if any(o >= s for o, s in zip(self.output_padding, self.stride)):
+        stride_pair = as_pair(stride, "stride", 1)
+        if any(o >= s for o, s in zip(self.output_padding, stride_pair)):
             raise ValueError(
-                f"output_padding={self.output_padding} must be smaller than stride={self.stride} "
+                f"output_padding={self.output_padding} must be smaller than stride={stride_pair} "
                 "along each axis"
             )
-        shape = (in_channels, out_channels, *self.kernel_size)
-        super().__init__(in_channels, out_channels, shape, bias, seed)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias, seed)
+
+    def _weight_shape(self, in_channels: int, out_channels: int) -> tuple[int, ...]:
+        return (in_channels, out_channels, *self.kernel_size)
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
         require_finite(x, "x")

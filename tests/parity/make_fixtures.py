@@ -16,20 +16,18 @@ channels at some positions; PyTorch routes the gradient to the first maximal ind
 
 from __future__ import annotations
 
-import io
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for helpers
+from fixture_io import write_npz
 from helpers import kink_margin
 from torch_reference import float32_rounding_error, torch_gradients
 
 FIXTURE_DIR = Path(__file__).resolve().parent / "fixtures"
-ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed entry timestamps: reproducible bytes
 MIN_MARGIN = 1e-3  # distance from any kink for the random fixtures (inputs are of order 1)
 # float32 fixtures must be well-conditioned: PyTorch's float32 error (against float64) stays
 # under a tenth of the test's 1e-5, so any accurate float32 implementation passes
@@ -110,17 +108,6 @@ def make_fixture(config, dtype_name: str, ties: bool = False) -> dict[str, np.nd
         "kernel_size": np.array(kernel_size),
         "torch_version": np.array(str(torch.__version__)),  # 0-d fixed-width str_, no pickle
     }
-
-
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Save ``arrays`` as a deflated ``.npz`` with fixed timestamps (reproducible bytes)."""
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, array in arrays.items():
-            buffer = io.BytesIO()
-            np.lib.format.write_array(buffer, np.asarray(array), allow_pickle=False)
-            entry = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_TIME)
-            entry.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(entry, buffer.getvalue())
 
 
 def main() -> None:

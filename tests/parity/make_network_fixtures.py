@@ -33,15 +33,14 @@ The archives carry no timestamps, so a rerun with the same PyTorch writes identi
 
 from __future__ import annotations
 
-import io
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for helpers and parity
+from parity.fixture_io import write_npz
 from parity.torch_networks import (
     MODES,
     build,
@@ -53,7 +52,6 @@ from parity.torch_networks import (
 )
 
 FIXTURE_DIR = Path(__file__).resolve().parent / "fixtures" / "networks"
-ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed entry timestamps: reproducible bytes
 MIN_KINK_MARGIN = 1e-5  # float32 rounding of the activations is about 1e-6 at most
 MAX_FLOAT32_ERROR = 1e-5  # a tenth of the float32 test's 1e-4
 MAX_ATTEMPTS = 50
@@ -161,17 +159,6 @@ def make_fixtures(stem: str, network: str, config: dict, shape, base_seed: int, 
             "torch_version": np.array(str(torch.__version__)),
         }
     return fixtures
-
-
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Save ``arrays`` as a deflated ``.npz`` with fixed timestamps (reproducible bytes)."""
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, array in arrays.items():
-            buffer = io.BytesIO()
-            np.lib.format.write_array(buffer, np.asarray(array), allow_pickle=False)
-            entry = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_TIME)
-            entry.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(entry, buffer.getvalue())
 
 
 def main() -> None:

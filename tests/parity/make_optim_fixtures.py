@@ -26,15 +26,13 @@ same PyTorch (on a machine whose float64 kernels round the same) writes identica
 
 from __future__ import annotations
 
-import io
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from fixture_io import write_npz  # the script's folder is on sys.path when it runs
 
 FIXTURE_DIR = Path(__file__).resolve().parent / "fixtures" / "optim"
-ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed entry timestamps: reproducible bytes
 STEPS = 8
 # per-step gradient scales: a large gradient, then smaller ones (AMSGrad keeps the maximum)
 GRAD_SCALES = (1.0, 4.0, 0.5, 0.1, 1.0, 0.03, 2.0, 0.2)
@@ -159,17 +157,6 @@ def make_fixture(name: str, kind: str, overrides: dict, seed: int) -> dict[str, 
     arrays.update({f"grad/{key}": value for key, value in grads.items()})
     arrays.update({f"expected/{key}": value for key, value in expected.items()})
     return arrays
-
-
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Save ``arrays`` as a deflated ``.npz`` with fixed timestamps (reproducible bytes)."""
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, array in arrays.items():
-            buffer = io.BytesIO()
-            np.lib.format.write_array(buffer, np.asarray(array), allow_pickle=False)
-            entry = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_TIME)
-            entry.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(entry, buffer.getvalue())
 
 
 def main() -> None:
