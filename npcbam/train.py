@@ -40,6 +40,7 @@ class TrainConfig:
     reduction: int = 4
     kernel_size: int = 7
     seed: int = 0
+    attention_options: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "n_train", "n_test"):
@@ -94,6 +95,7 @@ def build_model(config: TrainConfig, dataset: Dataset) -> AttentionClassifier:
         reduction=config.reduction,
         kernel_size=config.kernel_size,
         seed=config.seed,
+        attention_options=config.attention_options,
     )
 
 

@@ -10,6 +10,7 @@ from npcbam.nn.conv_cbam import ConvCBAM
 from npcbam.nn.fpn import ResnetFPN4CBAM
 from npcbam.nn.linear import Linear
 from npcbam.nn.module import Module
+from npcbam.nn.official_cbam import OfficialCBAM
 from npcbam.nn.residual import ResidualBlockCBAM
 from npcbam.nn.sequential import Sequential
 from npcbam.nn.spatial_attention import SpatialAttention
@@ -24,6 +25,7 @@ __all__ = [
     "ConvTranspose2d",
     "Linear",
     "Module",
+    "OfficialCBAM",
     "ReLU",
     "ResidualBlockCBAM",
     "ResnetFPN4CBAM",

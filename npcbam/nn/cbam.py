@@ -1,12 +1,17 @@
-r"""CBAM: channel attention, then spatial attention, applied in sequence (seed code 1)."""
+r"""CBAM: channel attention, then spatial attention, applied in sequence (seed code 1), and the
+paper's design space as options."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from npcbam._checks import require_finite
 from npcbam.nn.channel_attention import ChannelAttention
 from npcbam.nn.module import Module, check_feature_map
 from npcbam.nn.spatial_attention import SpatialAttention
+from npcbam.ops.gating import gate_backward, gate_forward
+
+ARRANGEMENTS = ("channel-spatial", "spatial-channel", "parallel")
 
 
 class CBAM(Module):
@@ -57,11 +62,34 @@ class CBAM(Module):
     ((2, 16, 8, 8), (2, 16, 8, 8), (2, 1, 8, 8))
     """
 
-    def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7, seed=None):
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 16,
+        kernel_size: int = 7,
+        seed=None,
+        *,
+        arrangement: str = "channel-spatial",
+        pool_types=("avg", "max"),
+        spatial_descriptor: str = "pool",
+        spatial_batchnorm: bool = False,
+        mlp_bias: bool = False,
+    ):
         super().__init__()
+        if arrangement not in ARRANGEMENTS:
+            raise ValueError(f"arrangement={arrangement!r}; expected one of {ARRANGEMENTS}")
+        self.arrangement = arrangement
         rng = np.random.default_rng(seed)
-        self.channel_attention = ChannelAttention(channels, reduction, seed=rng)
-        self.spatial_attention = SpatialAttention(kernel_size, seed=rng)
+        self.channel_attention = ChannelAttention(
+            channels, reduction, seed=rng, pool_types=pool_types, bias=mlp_bias
+        )
+        self.spatial_attention = SpatialAttention(
+            kernel_size,
+            seed=rng,
+            descriptor=spatial_descriptor,
+            channels=channels if spatial_descriptor == "conv" else None,
+            batchnorm=spatial_batchnorm,
+        )
         self.channels, self.reduction = int(channels), int(reduction)
         self.kernel_size = self.spatial_attention.kernel_size
         # the seed's CBAM holds mlp.* and conv.* directly: no prefix on either child's names
@@ -72,21 +100,47 @@ class CBAM(Module):
         return check_feature_map(x, self.channels)
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        refined = self.channel_attention.forward(x)  # F' = M_c(F) * F
-        return self.spatial_attention.forward(refined)  # F'' = M_s(F') * F'
+        if self.arrangement == "channel-spatial":
+            refined = self.channel_attention.forward(x)  # F' = M_c(F) * F
+            return self.spatial_attention.forward(refined)  # F'' = M_s(F') * F'
+        if self.arrangement == "spatial-channel":
+            refined = self.spatial_attention.forward(x)  # F' = M_s(F) * F
+            return self.channel_attention.forward(refined)  # F'' = M_c(F') * F'
+        # parallel: both maps from F, then F'' = M_s(F) * (M_c(F) * F)
+        channel_map = self.channel_attention.map_forward(x)  # (N, C, 1, 1)
+        spatial_map = self.spatial_attention.map_forward(x)  # (N, 1, H, W)
+        refined, channel_gate = gate_forward(x, channel_map)  # M_c(F) * F
+        out, spatial_gate = gate_forward(refined, spatial_map)  # M_s(F) * M_c(F) * F
+        self._cache = (channel_gate, spatial_gate)
+        return out
 
     def _backward(self, dout: np.ndarray) -> np.ndarray:
-        drefined = self.spatial_attention.backward(dout)  # dL/dF'
-        return self.channel_attention.backward(drefined)  # dL/dF
+        if self.arrangement == "channel-spatial":
+            drefined = self.spatial_attention.backward(dout)  # dL/dF'
+            return self.channel_attention.backward(drefined)  # dL/dF
+        if self.arrangement == "spatial-channel":
+            drefined = self.channel_attention.backward(dout)  # dL/dF'
+            return self.spatial_attention.backward(drefined)  # dL/dF
+        channel_gate, spatial_gate = self._cache
+        drefined, dspatial_map = gate_backward(dout, spatial_gate)
+        require_finite(dout, "dy", summary=dspatial_map)  # before any gradient is accumulated
+        dx, dchannel_map = gate_backward(drefined, channel_gate)  # F's use by the gates
+        # F's other two uses: the inputs of both maps; their gradients are added into dx
+        self.channel_attention.map_backward(dchannel_map, add_to=dx)
+        return self.spatial_attention.map_backward(dspatial_map, add_to=dx)
 
     @property
     def channel_map(self) -> np.ndarray:
         """:math:`M_c` of the last forward, shape (N, C, 1, 1)."""
+        if self.arrangement == "parallel":
+            return self._last_cache("channel_map")[0].gate
         return self.channel_attention.channel_map
 
     @property
     def spatial_map(self) -> np.ndarray:
         """:math:`M_s` of the last forward, shape (N, 1, H, W)."""
+        if self.arrangement == "parallel":
+            return self._last_cache("spatial_map")[1].gate
         return self.spatial_attention.spatial_map
 
     def intermediates(self) -> dict[str, np.ndarray]:

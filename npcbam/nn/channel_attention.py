@@ -1,4 +1,5 @@
-r"""Channel attention ("what"): which channels matter, from their global average and maximum."""
+r"""Channel attention ("what"): which channels matter, from their global average and maximum
+(and, as options, L2 and log-sum-exp pooling)."""
 
 from __future__ import annotations
 
@@ -13,22 +14,56 @@ from npcbam.ops.activations import SigmoidCache, sigmoid_backward, sigmoid_forwa
 from npcbam.ops.gating import GateCache, gate_backward, gate_forward
 from npcbam.ops.mlp import SharedMLPCache, shared_mlp_backward, shared_mlp_forward
 from npcbam.ops.pooling import (
-    AvgPoolCache,
-    MaxPoolCache,
     global_avg_pool_backward,
     global_avg_pool_forward,
     global_max_pool_backward,
     global_max_pool_forward,
 )
+from npcbam.ops.smooth_pooling import (
+    global_lp_pool_backward,
+    global_lp_pool_forward,
+    global_lse_pool_backward,
+    global_lse_pool_forward,
+)
+
+POOL_TYPES = ("avg", "max", "lp", "lse")
+
+
+def pool_ops(kind: str):
+    """The (forward, backward) pair of a global pooling over H×W, by name.
+
+    Looked up when called, so that a test can replace one of them (a planted bug)."""
+    return {
+        "avg": (global_avg_pool_forward, global_avg_pool_backward),
+        "max": (global_max_pool_forward, global_max_pool_backward),
+        "lp": (global_lp_pool_forward, global_lp_pool_backward),
+        "lse": (global_lse_pool_forward, global_lse_pool_backward),
+    }[kind]
+
+
+def check_pool_types(pool_types) -> tuple[str, ...]:
+    """``pool_types`` as a tuple: non-empty, known names, no repeats; else ``ValueError``."""
+    if isinstance(pool_types, str):
+        pool_types = (pool_types,)
+    pool_types = tuple(pool_types)
+    unknown = [kind for kind in pool_types if kind not in POOL_TYPES]
+    if not pool_types or unknown or len(set(pool_types)) != len(pool_types):
+        raise ValueError(
+            f"pool_types={pool_types!r}; expected a non-empty combination without repeats of "
+            f"{POOL_TYPES}" + (f" (unknown: {unknown})" if unknown else "")
+        )
+    return pool_types
+
+
+class ChannelMapCache(NamedTuple):
+    pool_caches: tuple  # one per pool type
+    mlp_caches: tuple[SharedMLPCache, ...]  # one use of the shared MLP per pool type
+    logits: np.ndarray  # (N, C), the sum of the MLP outputs
+    sigmoid_cache: SigmoidCache
 
 
 class ChannelAttentionCache(NamedTuple):
-    avg_cache: AvgPoolCache
-    max_cache: MaxPoolCache
-    mlp_avg_cache: SharedMLPCache
-    mlp_max_cache: SharedMLPCache
-    logits: np.ndarray  # (N, C), MLP(avg) + MLP(max)
-    sigmoid_cache: SigmoidCache
+    map_cache: ChannelMapCache
     gate_cache: GateCache
 
 
@@ -72,6 +107,10 @@ class ChannelAttention(Module):
     conv_shaped : bool
         Store the weights as 1×1 convolutions (C/r, C, 1, 1) (code 1) or as Linear weights
         (C/r, C) (code 2).
+    pool_types : sequence of {"avg", "max", "lp", "lse"}
+        The global poolings whose MLP outputs are summed (the paper's: avg and max). "lp" is
+        L2 pooling, "lse" log-sum-exp (:mod:`npcbam.ops.smooth_pooling`), as in the official
+        code.
 
     Attributes
     ----------
@@ -94,8 +133,11 @@ class ChannelAttention(Module):
         bias: bool = False,
         layer_names: tuple[str, str] = ("mlp.0", "mlp.2"),
         conv_shaped: bool = True,
+        pool_types=("avg", "max"),
     ) -> None:
         super().__init__()
+        self.pool_types = check_pool_types(pool_types)
+        self._map_cache: ChannelMapCache | None = None
         if hidden is None:
             hidden = hidden_width(channels, reduction)
         hidden = require_int(hidden, "hidden", 1)
@@ -136,39 +178,61 @@ class ChannelAttention(Module):
             self.accumulate_grad(b_hidden_name, db_hidden)
             self.accumulate_grad(b_out_name, db_out)
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
+    def _kink_cache(self):
+        # the map's cache: also current when only map_forward ran (CBAM's parallel arrangement)
+        return self._map_cache
+
+    def map_forward(self, x: np.ndarray) -> np.ndarray:
+        r"""The channel map :math:`M_c(x)` alone, (N, C, 1, 1); caches what
+        :meth:`map_backward` needs (for CBAM's parallel arrangement, which gates elsewhere)."""
         n, c, _, _ = x.shape
         weights = self._mlp_weights(x.dtype)  # W0, W1, b0, b1
-        avg, avg_cache = global_avg_pool_forward(x)  # (N, C)
-        require_finite(x, "x", summary=avg)  # a NaN or inf anywhere in x shows in its means
-        mx, max_cache = global_max_pool_forward(x)  # (N, C)
-        out_avg, mlp_avg_cache = shared_mlp_forward(avg, *weights)  # (N, C)
-        out_max, mlp_max_cache = shared_mlp_forward(mx, *weights)  # (N, C), same weights
-        logits = out_avg + out_max  # (N, C)
+        if self.pool_types[0] != "avg":
+            require_finite(x, "x")  # before a max or an exp meets a NaN or inf
+        logits, pool_caches, mlp_caches = 0.0, [], []
+        for kind in self.pool_types:
+            pooled, pool_cache = pool_ops(kind)[0](x)  # (N, C)
+            if kind == "avg" and not pool_caches:
+                require_finite(x, "x", summary=pooled)  # a NaN or inf in x shows in its means
+            out, mlp_cache = shared_mlp_forward(pooled, *weights)  # (N, C), shared weights
+            logits = logits + out  # (N, C): the MLP outputs are summed
+            pool_caches.append(pool_cache)
+            mlp_caches.append(mlp_cache)
         gate, sigmoid_cache = sigmoid_forward(logits)  # (N, C)
-        channel_map = gate.reshape(n, c, 1, 1)  # (N, C) -> (N, C, 1, 1)
-        out, gate_cache = gate_forward(x, channel_map)  # (N, C, H, W)
-        self._cache = ChannelAttentionCache(
-            avg_cache, max_cache, mlp_avg_cache, mlp_max_cache, logits, sigmoid_cache, gate_cache
+        self._map_cache = ChannelMapCache(
+            tuple(pool_caches), tuple(mlp_caches), logits, sigmoid_cache
         )
+        return gate.reshape(n, c, 1, 1)  # (N, C) -> (N, C, 1, 1)
+
+    def map_backward(self, dchannel_map: np.ndarray, add_to: np.ndarray) -> np.ndarray:
+        """Backward of :meth:`map_forward`: adds dL/dx into ``add_to`` (and returns it) and
+        accumulates the shared MLP's gradients."""
+        cache = self._map_cache
+        n, c = cache.logits.shape
+        dgate = dchannel_map.reshape(n, c)  # (N, C, 1, 1) -> (N, C)
+        dlogits = sigmoid_backward(dgate, cache.sigmoid_cache)  # (N, C)
+        # logits = sum over pool types of MLP(pool(x)): a sum hands the same gradient to each
+        dpooled = []
+        for mlp_cache in cache.mlp_caches:
+            dv, *grads = shared_mlp_backward(dlogits, mlp_cache)
+            self._accumulate_mlp(grads)  # one more use of the shared weights: added
+            dpooled.append(dv)
+        # dx += the gradient of each pooling's use of x, added in place
+        for kind, dv, pool_cache in zip(self.pool_types, dpooled, cache.pool_caches):
+            pool_ops(kind)[1](dv, pool_cache, add_to=add_to)
+        return add_to
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        channel_map = self.map_forward(x)  # M_c, (N, C, 1, 1)
+        out, gate_cache = gate_forward(x, channel_map)  # (N, C, H, W)
+        self._cache = ChannelAttentionCache(self._map_cache, gate_cache)
         return out
 
     def _backward(self, dout: np.ndarray) -> np.ndarray:
-        cache = self._cache
-        n, c = cache.logits.shape
-        dx, dchannel_map = gate_backward(dout, cache.gate_cache)  # x's first use: the gate
+        self._map_cache = self._cache.map_cache
+        dx, dchannel_map = gate_backward(dout, self._cache.gate_cache)  # x's use by the gate
         require_finite(dout, "dy", summary=dchannel_map)  # before any gradient is accumulated
-        dgate = dchannel_map.reshape(n, c)  # (N, C, 1, 1) -> (N, C)
-        dlogits = sigmoid_backward(dgate, cache.sigmoid_cache)  # (N, C)
-        # logits = out_avg + out_max: a sum hands the same gradient to both of its terms
-        davg, *grads = shared_mlp_backward(dlogits, cache.mlp_avg_cache)
-        self._accumulate_mlp(grads)  # first use of the shared weights
-        dmax, *grads = shared_mlp_backward(dlogits, cache.mlp_max_cache)
-        self._accumulate_mlp(grads)  # second use: added, never overwritten
-        # dx += the gradients of x's second and third uses, added in place
-        global_avg_pool_backward(davg, cache.avg_cache, add_to=dx)  # average pool
-        global_max_pool_backward(dmax, cache.max_cache, add_to=dx)  # max pool
-        return dx
+        return self.map_backward(dchannel_map, add_to=dx)  # x's uses by the poolings
 
     @property
     def channel_map(self) -> np.ndarray:
@@ -178,12 +242,12 @@ class ChannelAttention(Module):
     def intermediates(self) -> dict[str, np.ndarray]:
         """Every named step of the last forward, in order (for tracing and plots)."""
         cache = self._last_cache("intermediates")
-        return {
-            "avg_pooled": cache.mlp_avg_cache.hidden_cache.x,  # (N, C)
-            "max_pooled": cache.mlp_max_cache.hidden_cache.x,  # (N, C)
-            "hidden_avg": cache.mlp_avg_cache.out_cache.x,  # (N, C/r), after ReLU
-            "hidden_max": cache.mlp_max_cache.out_cache.x,  # (N, C/r), after ReLU
-            "logits": cache.logits,  # (N, C)
-            "channel_map": cache.gate_cache.gate,  # (N, C, 1, 1)
-            "output": cache.gate_cache.x * cache.gate_cache.gate,  # (N, C, H, W)
-        }
+        steps = {}
+        for kind, mlp_cache in zip(self.pool_types, cache.map_cache.mlp_caches):
+            steps[f"{kind}_pooled"] = mlp_cache.hidden_cache.x  # (N, C)
+        for kind, mlp_cache in zip(self.pool_types, cache.map_cache.mlp_caches):
+            steps[f"hidden_{kind}"] = mlp_cache.out_cache.x  # (N, C/r), after ReLU
+        steps["logits"] = cache.map_cache.logits  # (N, C)
+        steps["channel_map"] = cache.gate_cache.gate  # (N, C, 1, 1)
+        steps["output"] = cache.gate_cache.x * cache.gate_cache.gate  # (N, C, H, W)
+        return steps

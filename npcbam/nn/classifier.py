@@ -35,6 +35,8 @@ class AttentionClassifier(Module):
     reduction, kernel_size : int
         Of the attention modules.
     seed : int, numpy Generator or None
+    attention_options : dict, optional
+        :class:`~npcbam.nn.cbam.CBAM`'s keyword options for every block (ablations).
 
     Notes
     -----
@@ -51,6 +53,7 @@ class AttentionClassifier(Module):
         reduction: int = 4,
         kernel_size: int = 7,
         seed=None,
+        attention_options=None,
     ) -> None:
         super().__init__()
         if attention not in ATTENTIONS:
@@ -72,7 +75,14 @@ class AttentionClassifier(Module):
             stride = 1 if index == 0 else 2
             blocks.append(
                 ResidualBlockCBAM(
-                    previous, width, stride, reduction, kernel_size, attention, seed=rng
+                    previous,
+                    width,
+                    stride,
+                    reduction,
+                    kernel_size,
+                    attention,
+                    seed=rng,
+                    attention_options=attention_options,
                 )
             )
             previous = width

@@ -272,13 +272,17 @@ class Module:
             raise RuntimeError(f"no {what} yet: call forward() first")
         return self._cache
 
+    def _kink_cache(self):
+        """The cache whose ``winners`` describe the last computation (``_cache`` by default)."""
+        return self._cache
+
     def winners(self) -> dict[str, np.ndarray]:
         """The kink state of the last forward: every max's argmax and every ReLU's mask.
 
         If any of these changes when an input moves by ±h, a finite difference across that
         step is meaningless; :func:`npcbam.check_gradients` uses this to flag such coordinates.
         """
-        found = collect_winners(self._cache)
+        found = collect_winners(self._kink_cache())
         for prefix, child in self._children:
             for key, value in child.winners().items():
                 found[f"{prefix or type(child).__name__}.{key}"] = value

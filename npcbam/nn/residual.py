@@ -22,18 +22,41 @@ from npcbam.nn.spatial_attention import SpatialAttention
 ATTENTIONS = ("cbam", "channel", "spatial", "none")
 
 
-def make_attention(kind: str, channels: int, reduction: int, kernel_size: int, rng):
+def make_attention(kind: str, channels: int, reduction: int, kernel_size: int, rng, options=None):
     """The attention module of a block, and its state-dict prefix: CBAM under ``cbam``,
-    channel or spatial attention alone under ``attention``, or ``(None, None)`` for none."""
+    channel or spatial attention alone under ``attention``, or ``(None, None)`` for none.
+
+    ``options`` are :class:`CBAM`'s keyword options (``arrangement``, ``pool_types``,
+    ``spatial_descriptor``, ``spatial_batchnorm``, ``mlp_bias``); channel or spatial
+    attention alone takes the ones that concern it.
+    """
+    options = dict(options or {})
     if kind == "cbam":
-        return CBAM(channels, reduction, kernel_size, seed=rng), "cbam"
+        return CBAM(channels, reduction, kernel_size, seed=rng, **options), "cbam"
     if kind == "channel":
-        return ChannelAttention(channels, reduction, seed=rng), "attention"
+        allowed = {"pool_types": "pool_types", "mlp_bias": "bias"}
+        mapped = _translate(options, allowed, kind)
+        return ChannelAttention(channels, reduction, seed=rng, **mapped), "attention"
     if kind == "spatial":
-        return SpatialAttention(kernel_size, seed=rng), "attention"
+        allowed = {"spatial_descriptor": "descriptor", "spatial_batchnorm": "batchnorm"}
+        mapped = _translate(options, allowed, kind)
+        if mapped.get("descriptor") == "conv":
+            mapped["channels"] = channels
+        return SpatialAttention(kernel_size, seed=rng, **mapped), "attention"
     if kind == "none":
+        if options:
+            raise ValueError(f"attention='none' takes no options, got {sorted(options)}")
         return None, None
     raise ValueError(f"attention={kind!r}; expected one of {ATTENTIONS}")
+
+
+def _translate(options: dict, allowed: dict, kind: str) -> dict:
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"attention={kind!r} does not take option(s) {unknown}; it takes {sorted(allowed)}"
+        )
+    return {allowed[name]: value for name, value in options.items()}
 
 
 class ResidualBlockCBAM(Module):
@@ -65,6 +88,9 @@ class ResidualBlockCBAM(Module):
     attention : {"cbam", "channel", "spatial", "none"}
         npcbam's addition for ablations: which attention sits on the residual branch
         (default CBAM, the seed's block).
+    attention_options : dict, optional
+        Keyword options of :class:`CBAM` (arrangement, pool types, spatial descriptor, ...),
+        see :func:`make_attention`.
     seed : int, numpy Generator or None
 
     Notes
@@ -86,6 +112,7 @@ class ResidualBlockCBAM(Module):
         kernel_size: int = 7,
         attention: str = "cbam",
         seed=None,
+        attention_options=None,
     ) -> None:
         super().__init__()
         self.in_channels = require_int(in_channels, "in_channels", 1)
@@ -98,7 +125,7 @@ class ResidualBlockCBAM(Module):
         self.conv2 = Conv2d(out_channels, out_channels, 3, 1, 1, bias=False, seed=rng)
         self.bn2 = BatchNorm2d(out_channels)
         self.attention, prefix = make_attention(
-            attention, out_channels, reduction, kernel_size, rng
+            attention, out_channels, reduction, kernel_size, rng, attention_options
         )
         self.attention_kind = attention
         self.relu_out = ReLU()
