@@ -144,8 +144,22 @@ class CBAM(Module):
         return self.spatial_attention.spatial_map
 
     def intermediates(self) -> dict[str, np.ndarray]:
-        """The seed's pipeline, step by step, for the last forward (names prefixed by module)."""
-        steps = {"input": self.channel_attention._last_cache("intermediates").gate_cache.x}
-        steps.update({f"channel.{k}": v for k, v in self.channel_attention.intermediates().items()})
-        steps.update({f"spatial.{k}": v for k, v in self.spatial_attention.intermediates().items()})
+        """The pipeline, step by step, for the last forward (names prefixed by module), from
+        ``"input"`` to the output, in the order of the arrangement."""
+        if self.arrangement == "parallel":
+            channel_gate, spatial_gate = self._last_cache("intermediates")
+            return {
+                "input": channel_gate.x,  # F
+                "channel.channel_map": channel_gate.gate,  # M_c(F)
+                "spatial.spatial_map": spatial_gate.gate,  # M_s(F)
+                "output": spatial_gate.x * spatial_gate.gate,  # M_s(F) * M_c(F) * F
+            }
+        first, second = (
+            [("channel", self.channel_attention), ("spatial", self.spatial_attention)]
+            if self.arrangement == "channel-spatial"
+            else [("spatial", self.spatial_attention), ("channel", self.channel_attention)]
+        )
+        steps = {"input": first[1]._last_cache("intermediates").gate_cache.x}
+        for name, module in (first, second):
+            steps.update({f"{name}.{k}": v for k, v in module.intermediates().items()})
         return steps

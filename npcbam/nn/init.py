@@ -20,7 +20,7 @@ import numpy as np
 
 
 def default_weight(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """Draw a float64 weight of ``shape`` (out, in, *kernel) like PyTorch's default init."""
+    """Draw a float64 weight of ``shape`` ``(out, in, *kernel)`` like PyTorch's default init."""
     fan_in = math.prod(shape[1:])
     bound = 1.0 / math.sqrt(fan_in)
     return rng.uniform(-bound, bound, size=shape)

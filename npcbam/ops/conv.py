@@ -56,8 +56,8 @@ def conv2d_forward(
 
     Returns
     -------
-    out : ndarray, shape (N, F, Ho, Wo) with :math:`H_o = \lfloor (H + 2p_h - k_h)/s_h
-        \rfloor + 1` (likewise :math:`W_o`)
+    out : ndarray, shape (N, F, Ho, Wo)
+        with :math:`H_o = \lfloor (H + 2p_h - k_h)/s_h \rfloor + 1` (likewise :math:`W_o`)
     cache : Conv2dCache
     """
     if weight.ndim != 4 or x.ndim != 4 or weight.shape[1] != x.shape[1]:

@@ -414,3 +414,62 @@ def softmax_cross_entropy_backward_naive(
             p = math.exp(logits[n, k] - top) / denominator
             dlogits[n, k] = dloss * (p - (1.0 if k == labels[n] else 0.0)) / n_
     return dlogits
+
+
+def global_lp_pool_naive(x: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> (N, C): the square root of each channel's sum of squares (L2 pooling,
+    ``lp_pool2d`` with p = 2 over the whole map)."""
+    n_, c_, h_, w_ = x.shape
+    out = np.zeros((n_, c_), dtype=x.dtype)
+    for n in range(n_):
+        for c in range(c_):
+            total = 0.0
+            for h in range(h_):
+                for w in range(w_):
+                    total += x[n, c, h, w] * x[n, c, h, w]
+            out[n, c] = math.sqrt(total)
+    return out
+
+
+def global_lp_pool_backward_naive(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Each position gets :math:`x_{nchw} / \\ell_{nc}` of its channel's gradient; an all-zero
+    channel (norm 0, no derivative) gets 0."""
+    norms = global_lp_pool_naive(x)
+    n_, c_, h_, w_ = x.shape
+    dx = np.zeros(x.shape, dtype=dout.dtype)
+    for n in range(n_):
+        for c in range(c_):
+            if norms[n, c] == 0:
+                continue
+            for h in range(h_):
+                for w in range(w_):
+                    dx[n, c, h, w] = dout[n, c] * x[n, c, h, w] / norms[n, c]
+    return dx
+
+
+def global_lse_pool_naive(x: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> (N, C): :math:`m + \\log\\sum_{h,w} e^{x_{nchw} - m}` with :math:`m` the
+    channel's maximum (no exponent above 0, so nothing overflows)."""
+    n_, c_, h_, w_ = x.shape
+    out = np.zeros((n_, c_), dtype=x.dtype)
+    for n in range(n_):
+        for c in range(c_):
+            values = [float(x[n, c, h, w]) for h in range(h_) for w in range(w_)]
+            top = max(values)
+            out[n, c] = top + math.log(sum(math.exp(value - top) for value in values))
+    return out
+
+
+def global_lse_pool_backward_naive(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Each position gets its softmax weight :math:`e^{x_{nchw} - m} / \\sum_{h,w} e^{x_{nchw}
+    - m}` of its channel's gradient, element by element."""
+    n_, c_, h_, w_ = x.shape
+    dx = np.zeros(x.shape, dtype=dout.dtype)
+    for n in range(n_):
+        for c in range(c_):
+            top = max(float(x[n, c, h, w]) for h in range(h_) for w in range(w_))
+            denominator = sum(math.exp(x[n, c, h, w] - top) for h in range(h_) for w in range(w_))
+            for h in range(h_):
+                for w in range(w_):
+                    dx[n, c, h, w] = dout[n, c] * math.exp(x[n, c, h, w] - top) / denominator
+    return dx
