@@ -15,7 +15,8 @@ ARRANGEMENTS = ("channel-spatial", "spatial-channel", "parallel")
 
 
 class CBAM(Module):
-    r"""Convolutional Block Attention Module (Woo et al., ECCV 2018), seed code 1 semantics.
+    r"""Convolutional Block Attention Module (Woo et al., ECCV 2018), seed code 1 semantics by
+    default, and the paper's design space through keyword options.
 
     .. math::
 
@@ -36,6 +37,20 @@ class CBAM(Module):
     seed : int, numpy Generator or None
         Source of the PyTorch-default initialisation (drawn in the order ``mlp.0.weight``,
         ``mlp.2.weight``, ``conv.weight``).
+    arrangement : {"channel-spatial", "spatial-channel", "parallel"}
+        The order of the two gates. "channel-spatial" is the paper's and the seed's;
+        "spatial-channel" applies spatial attention first; "parallel" is npcbam's definition
+        (the paper gives no formula): :math:`F'' = M_s(F) \odot M_c(F) \odot F`, both maps
+        computed from :math:`F`.
+    pool_types : sequence of {"avg", "max", "lp", "lse"}
+        The global poolings of channel attention, each through the shared MLP, outputs summed
+        (default avg and max, the paper's).
+    spatial_descriptor : {"pool", "conv"}
+        Max and mean over channels (default), or a learned 1×1 convolution C -> 1.
+    spatial_batchnorm : bool
+        Spatial convolution (no bias) -> BatchNorm2d -> sigmoid, as the official code.
+    mlp_bias : bool
+        Biases in the shared MLP's two layers.
 
     Attributes
     ----------
