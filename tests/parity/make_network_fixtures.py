@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for helpers and parity
-from parity.fixture_io import write_npz
+from parity.fixture_io import replace_fixtures
 from parity.torch_networks import (
     MODES,
     build,
@@ -171,16 +171,7 @@ def main() -> None:
             fixtures.update(
                 make_fixtures(stem, network, config, shape, base_seed + 50 * index, mode)
             )
-    FIXTURE_DIR.mkdir(parents=True, exist_ok=True)
-    for stale in FIXTURE_DIR.glob("*.npz"):
-        stale.unlink()
-    total = 0
-    for name, arrays in fixtures.items():
-        path = FIXTURE_DIR / name
-        write_npz(path, arrays)
-        total += path.stat().st_size
-        print(f"{name:52s} seed {int(arrays['seed']):4d} {path.stat().st_size:8d} bytes")
-    print(f"{'total':52s} {total:18d} bytes (torch {torch.__version__})")
+    replace_fixtures(FIXTURE_DIR, fixtures, torch.__version__)
 
 
 if __name__ == "__main__":

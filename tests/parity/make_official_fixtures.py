@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for helpers and parity
-from parity.fixture_io import write_npz
+from parity.fixture_io import replace_fixtures
 from parity.torch_official import (
     MODES,
     build,
@@ -148,16 +148,7 @@ def main() -> None:
     for stem, config, shape, base_seed in CONFIGS:
         for index, mode in enumerate(MODES):
             fixtures.update(make_fixtures(stem, config, shape, base_seed + 100 * index, mode))
-    FIXTURE_DIR.mkdir(parents=True, exist_ok=True)
-    for stale in FIXTURE_DIR.glob("*.npz"):
-        stale.unlink()
-    total = 0
-    for name, arrays in fixtures.items():
-        path = FIXTURE_DIR / name
-        write_npz(path, arrays)
-        total += path.stat().st_size
-        print(f"{name:48s} seed {int(arrays['seed']):5d} {path.stat().st_size:8d} bytes")
-    print(f"{'total':48s} {total:19d} bytes (torch {torch.__version__})")
+    replace_fixtures(FIXTURE_DIR, fixtures, torch.__version__)
 
 
 if __name__ == "__main__":

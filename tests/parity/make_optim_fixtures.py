@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fixture_io import write_npz  # the script's folder is on sys.path when it runs
+from fixture_io import replace_fixtures  # the script's folder is on sys.path when it runs
 
 FIXTURE_DIR = Path(__file__).resolve().parent / "fixtures" / "optim"
 STEPS = 8
@@ -165,16 +165,7 @@ def main() -> None:
     torch.set_default_dtype(torch.float32)  # the step counter's dtype follows the default
     # compute everything first: a failed check leaves the existing fixtures untouched
     fixtures = {f"{name}.npz": make_fixture(name, *rest) for name, *rest in CONFIGS}
-    FIXTURE_DIR.mkdir(parents=True, exist_ok=True)
-    for stale in FIXTURE_DIR.glob("*.npz"):
-        stale.unlink()
-    total = 0
-    for name, arrays in fixtures.items():
-        path = FIXTURE_DIR / name
-        write_npz(path, arrays)
-        total += path.stat().st_size
-        print(f"{name:45s} {path.stat().st_size:7d} bytes")
-    print(f"{'total':45s} {total:7d} bytes (torch {torch.__version__})")
+    replace_fixtures(FIXTURE_DIR, fixtures, torch.__version__)
 
 
 if __name__ == "__main__":
