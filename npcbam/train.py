@@ -27,7 +27,13 @@ from npcbam.optim import Adam
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Settings of :func:`train_classifier`; the defaults are those of ``npcbam train``."""
+    """Settings of :func:`train_classifier`; the defaults are those of ``npcbam train``.
+
+    ``attention_options`` go to every block's attention (:func:`npcbam.nn.residual.make_attention`),
+    ``task_options`` to :func:`npcbam.data.load_task` (e.g. ``clutter``, ``noise``);
+    ``attention_stats=False`` skips :func:`attention_in_box` (Grad-CAM and spatial maps on the
+    test set before and after training, which can cost more than a small training run).
+    """
 
     task: str = "where"
     attention: str = "cbam"
@@ -41,6 +47,8 @@ class TrainConfig:
     kernel_size: int = 7
     seed: int = 0
     attention_options: dict = dataclasses.field(default_factory=dict)
+    task_options: dict = dataclasses.field(default_factory=dict)
+    attention_stats: bool = True
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "n_train", "n_test"):
@@ -189,11 +197,13 @@ def train_classifier(
     TrainResult
     """
     say = log or (lambda line: None)
-    train_set, test_set = load_task(config.task, config.n_train, config.n_test, seed=config.seed)
+    train_set, test_set = load_task(
+        config.task, config.n_train, config.n_test, seed=config.seed, **config.task_options
+    )
     model = build_model(config, train_set)
     # the same statistics before any training: the glyph is the brightest, densest spot of
     # its image, so even random weights may point at it; what training adds is the difference
-    at_init = attention_in_box(model, test_set)
+    at_init = attention_in_box(model, test_set) if config.attention_stats else None
     optimizer = Adam(model, lr=config.lr)
     rng = np.random.default_rng([config.seed, 2])  # batch order
     n_batches = -(-len(train_set) // config.batch_size)
@@ -243,6 +253,6 @@ def train_classifier(
         history=history,
         test_accuracy=history[-1]["test_accuracy"],
         train_seconds=train_seconds,
-        attention_in_box=attention_in_box(model, test_set),
+        attention_in_box=attention_in_box(model, test_set) if config.attention_stats else None,
         attention_in_box_at_init=at_init,
     )

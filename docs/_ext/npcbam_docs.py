@@ -14,8 +14,6 @@ It does four things:
    (``npcbam.nn.cbam.CBAM``). References through the names users import
    (``npcbam.CBAM``, ``npcbam.nn.CBAM``, ``npcbam.ops.sigmoid_forward``) are resolved to
    that documentation by following the import.
-4. **Optional pages.** A page another part of the project writes (``ablation``) is listed in
-   the contents once it exists; until then its toctree entry is dropped.
 """
 
 from __future__ import annotations
@@ -56,21 +54,6 @@ def link_notebooks(app: Sphinx, config) -> None:
             f"cannot link {NOTEBOOK_LINK} to ../notebooks ({error}); the notebooks must run "
             "from their own folder, so a copy would not do: enable symbolic links"
         ) from error
-
-
-# pages other parts of the project write (docs/ablation.md): listed in a toctree of index.md,
-# their entry is dropped while the page does not exist
-OPTIONAL_PAGES = ("ablation",)
-
-
-def drop_missing_optional_pages(app: Sphinx, docname: str, source: list[str]) -> None:
-    """Remove the toctree line of an optional page that has not been written yet."""
-    if docname != app.config.root_doc:
-        return
-    for page in OPTIONAL_PAGES:
-        if page not in app.env.found_docs:
-            logger.info("npcbam_docs: %s not written yet, left out of the contents", page)
-            source[0] = "\n".join(line for line in source[0].split("\n") if line.strip() != page)
 
 
 # -- 2. offline MathJax ---------------------------------------------------------------------------
@@ -199,7 +182,6 @@ def resolve_alias(app: Sphinx, env, node, contnode):
 def setup(app: Sphinx) -> dict:
     app.connect("config-inited", link_notebooks)
     app.connect("builder-inited", check_mathjax_installed)
-    app.connect("source-read", drop_missing_optional_pages)
     app.connect("build-finished", copy_mathjax)
     app.connect("missing-reference", resolve_alias)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}
