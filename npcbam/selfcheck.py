@@ -12,7 +12,13 @@ from collections.abc import Iterator
 import numpy as np
 
 from npcbam import ops
-from npcbam.gradcheck import GradcheckReport, check_gradients, check_op_gradients, distinct_values
+from npcbam.gradcheck import (
+    GradcheckReport,
+    check_gradients,
+    check_op_gradients,
+    distinct_values,
+    randomize_batchnorms,
+)
 from npcbam.nn import (
     CBAM,
     BatchNorm2d,
@@ -155,29 +161,15 @@ def _module_cases(rng: np.random.Generator) -> Iterator[tuple[object, np.ndarray
     yield Conv2d(3, 4, 3, stride=2, padding=1, seed=rng), x
     yield ConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=1, seed=rng), x
     yield Linear(5, 3, seed=rng), distinct_values(rng, (4, 5))
-    yield _randomized(BatchNorm2d(3), rng), x
-    yield _randomized(BatchNorm2d(3), rng).eval(), x
+    yield randomize_batchnorms(BatchNorm2d(3), rng), x
+    yield randomize_batchnorms(BatchNorm2d(3), rng).eval(), x
     yield ConvCBAM(3, 4, r=0.5, seed=rng), x
-    yield _randomized(ResidualBlockCBAM(3, 4, reduction=2, kernel_size=3, seed=rng), rng), x
-    block = _randomized(ResidualBlockCBAM(3, 3, reduction=3, kernel_size=3, seed=rng), rng)
+    yield (
+        randomize_batchnorms(ResidualBlockCBAM(3, 4, reduction=2, kernel_size=3, seed=rng), rng),
+        x,
+    )
+    block = randomize_batchnorms(ResidualBlockCBAM(3, 3, reduction=3, kernel_size=3, seed=rng), rng)
     yield block.eval(), x
-
-
-def _randomized(module, rng: np.random.Generator):
-    """``module`` with random BatchNorm weights, biases and running statistics.
-
-    With the defaults (weight 1, bias 0), a train-mode BatchNorm gives every channel the same
-    set of values, and a following max over channels meets exact ties.
-    """
-    for _, layer in module.named_modules():
-        if isinstance(layer, BatchNorm2d):
-            c = layer.num_features
-            params, buffers = layer.parameters(), layer.buffers()
-            params["weight"][:] = 1.0 + rng.uniform(-0.3, 0.3, c)
-            params["bias"][:] = 0.3 * rng.standard_normal(c)
-            buffers["running_mean"][:] = 0.2 * rng.standard_normal(c)
-            buffers["running_var"][:] = rng.uniform(0.5, 1.5, c)
-    return module
 
 
 def run_all(seed: int = 0) -> list[GradcheckReport]:

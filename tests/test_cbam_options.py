@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 import npcbam
 import npcbam.nn.channel_attention as channel_module
+from npcbam.gradcheck import randomize_batchnorms
 from npcbam.nn.cbam import ARRANGEMENTS
 from npcbam.nn.channel_attention import POOL_TYPES
 from npcbam.nn.residual import make_attention
@@ -42,19 +43,6 @@ odd_kernels = st.sampled_from([1, 3, 5, 7])
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def randomize_batchnorms(module: npcbam.Module, rng: np.random.Generator) -> None:
-    """Random BatchNorm affine parameters and (positive-variance) running statistics, as in
-    ``test_networks_gradcheck``: the defaults (weight 1, bias 0, mean 0, variance 1) would make
-    evaluation mode an almost-identity and hide a mix-up of the statistics."""
-    for _, layer in module.named_modules():
-        if isinstance(layer, npcbam.BatchNorm2d):
-            params, buffers = layer.parameters(), layer.buffers()
-            params["weight"][:] = 1.0 + 0.3 * rng.standard_normal(layer.num_features)
-            params["bias"][:] = 0.3 * rng.standard_normal(layer.num_features)
-            buffers["running_mean"][:] = 0.2 * rng.standard_normal(layer.num_features)
-            buffers["running_var"][:] = rng.uniform(0.5, 1.5, layer.num_features)
-
-
 def set_mode(module, mode: str):
     return module.train() if mode == "train" else module.eval()
 

@@ -19,19 +19,9 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 import npcbam
+from npcbam.gradcheck import randomize_batchnorms
 
 MODES = st.sampled_from(["train", "eval"])
-
-
-def randomize_batchnorms(module: npcbam.Module, rng: np.random.Generator) -> None:
-    """Random BatchNorm affine parameters and (positive-variance) running statistics."""
-    for _, layer in module.named_modules():
-        if isinstance(layer, npcbam.BatchNorm2d):
-            params, buffers = layer.parameters(), layer.buffers()
-            params["weight"][:] = 1.0 + 0.3 * rng.standard_normal(layer.num_features)
-            params["bias"][:] = 0.3 * rng.standard_normal(layer.num_features)
-            buffers["running_mean"][:] = 0.2 * rng.standard_normal(layer.num_features)
-            buffers["running_var"][:] = rng.uniform(0.5, 1.5, layer.num_features)
 
 
 def check_network(module, x, network_mode, seed, **settings_):
