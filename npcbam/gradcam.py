@@ -69,36 +69,69 @@ def grad_cam(model: Module, x, target_class, layer: str) -> np.ndarray:
     cam : ndarray, shape (N, H, W), float64 in [0, 1]
         Each map divided by its maximum (an all-zero map stays zero).
     """
+    if target_class is None:  # here the class is required; grad_cams takes None as "predicted"
+        raise TypeError("target_class must be an int or (N,) ints, got None")
+    _, cams = grad_cams(model, x, target_class, [layer])
+    return cams[layer]
+
+
+def grad_cams(model: Module, x, target_class, layers) -> tuple[np.ndarray, dict]:
+    """Grad-CAM at several layers from one forward and one backward pass.
+
+    As :func:`grad_cam`, with ``layers`` a sequence of module paths and ``target_class=None``
+    meaning each image's predicted class. The model's other caches (its spatial attention
+    maps, for instance) hold this forward afterwards.
+
+    Returns
+    -------
+    logits : ndarray, shape (N, num_classes)
+    cams : dict of str to ndarray, shape (N, H, W) each, keyed by layer
+    """
     x = require_float_array(x, "x")
     require_ndim(x, 4, "x", "(N, C, H, W)")
-    target = model.get_submodule(layer)
-    was_training = model.training
+    targets = {layer: model.get_submodule(layer) for layer in layers}
     saved_grads = {name: grad.copy() for name, grad in model.grads.items()}
-    model.eval()
-    target.retain_io(True)
+    for target in targets.values():
+        target.retain_io(True)
     try:
-        logits = model.forward(x)  # (N, K)
-        targets = _targets(target_class, len(x), logits.shape[1])
-        dlogits = np.zeros_like(logits)
-        dlogits[np.arange(len(x)), targets] = 1.0  # d z_t / d logits
-        model.backward(dlogits)
-        activations = target.retained["output"]  # A, (N, K, h, w)
-        dactivations = target.retained["output_grad"]  # dz_t/dA, (N, K, h, w)
+        with model.evaluating():
+            logits = model.forward(x)  # (N, K)
+            if target_class is None:
+                target_class = logits.argmax(axis=1)
+            classes = _targets(target_class, len(x), logits.shape[1])
+            dlogits = np.zeros_like(logits)
+            dlogits[np.arange(len(x)), classes] = 1.0  # d z_t / d logits
+            model.backward(dlogits)
+        retained = {layer: dict(target.retained) for layer, target in targets.items()}
     finally:
-        target.retain_io(False)
-        model.train(was_training)
+        for target in targets.values():
+            target.retain_io(False)
         for name, grad in model.grads.items():
             np.copyto(grad, saved_grads[name])
-    if activations.ndim != 4:
-        raise ValueError(
-            f"layer {layer!r} outputs shape {activations.shape}; Grad-CAM needs a (N, K, h, w) "
-            "feature map"
-        )
-    alpha = dactivations.mean(axis=(2, 3))  # (N, K), the channel weights
-    cam = np.maximum(np.einsum("nk,nkij->nij", alpha, activations), 0.0)  # (N, h, w)
-    cam = upsample_nearest(cam.astype(np.float64), x.shape[2:])  # (N, H, W)
-    peak = cam.max(axis=(1, 2), keepdims=True)
-    return np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)
+    cams = {}
+    for layer, kept in retained.items():
+        activations = kept["output"]  # A, (N, K, h, w)
+        dactivations = kept["output_grad"]  # dz_t/dA, (N, K, h, w)
+        if activations.ndim != 4:
+            raise ValueError(
+                f"layer {layer!r} outputs shape {activations.shape}; Grad-CAM needs a "
+                "(N, K, h, w) feature map"
+            )
+        alpha = dactivations.mean(axis=(2, 3))  # (N, K), the channel weights
+        cam = np.maximum(np.einsum("nk,nkij->nij", alpha, activations), 0.0)  # (N, h, w)
+        cam = upsample_nearest(cam.astype(np.float64), x.shape[2:])  # (N, H, W)
+        peak = cam.max(axis=(1, 2), keepdims=True)
+        cams[layer] = np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)
+    return logits, cams
+
+
+def spatial_maps_upsampled(model: Module, size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """The last forward's spatial attention maps, keyed ``"spatial/<block path>"``, each
+    resized to ``size``: (N, H, W) float64 in (0, 1)."""
+    return {
+        f"spatial/{path}": upsample_nearest(m[:, 0].astype(np.float64), size)
+        for path, m in model.spatial_maps().items()
+    }
 
 
 def _box_masks(boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -172,17 +205,8 @@ def attention_figure(model: Module, images, target_class=None, layer: str | None
         upsampled to the image (values in (0, 1)).
     """
     images = require_float_array(images, "images")
-    was_training = model.training
-    model.eval()
-    try:
-        predicted = model.forward(images).argmax(axis=1)
-        spatial = {
-            f"spatial/{path}": upsample_nearest(m[:, 0].astype(np.float64), images.shape[2:])
-            for path, m in model.spatial_maps().items()
-        }
-    finally:
-        model.train(was_training)
     layer = layer or f"blocks.{len(model.blocks) - 1}"
-    target = predicted if target_class is None else target_class
-    cam = grad_cam(model, images, target, layer)
-    return {"images": images, "predicted": predicted, "grad_cam": cam, **spatial}
+    logits, cams = grad_cams(model, images, target_class, [layer])
+    spatial = spatial_maps_upsampled(model, images.shape[2:])  # from the same forward
+    predicted = logits.argmax(axis=1)
+    return {"images": images, "predicted": predicted, "grad_cam": cams[layer], **spatial}

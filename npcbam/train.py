@@ -18,7 +18,7 @@ import numpy as np
 
 from npcbam._checks import require_int
 from npcbam.data import TASKS, Dataset, load_task
-from npcbam.gradcam import box_mass_share, grad_cam, peak_in_box, upsample_nearest
+from npcbam.gradcam import box_mass_share, grad_cams, peak_in_box, spatial_maps_upsampled
 from npcbam.nn.classifier import AttentionClassifier
 from npcbam.nn.residual import ATTENTIONS
 from npcbam.ops.loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
@@ -143,29 +143,20 @@ def attention_in_box(model: AttentionClassifier, dataset: Dataset, batch_size: i
     shares: dict[str, list[np.ndarray]] = {}
     hits: dict[str, list[np.ndarray]] = {}
     areas = []
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(dataset), batch_size):
-            # float64: in float32 a saturated sigmoid gate rounds to exactly 1.0 at several
-            # pixels, and the position of the maximum would be decided by a tie
-            images = dataset.images[start : start + batch_size].astype(np.float64)
-            boxes = dataset.boxes[start : start + batch_size]
-            labels = dataset.labels[start : start + batch_size]
-            model.forward(images)
-            maps = {
-                f"spatial/{path}": upsample_nearest(m[:, 0], images.shape[2:])
-                for path, m in model.spatial_maps().items()
-            }
-            for block in blocks:
-                maps[f"grad_cam/{block}"] = grad_cam(model, images, labels, block)
-            for name, batch_maps in maps.items():
-                share, area = box_mass_share(batch_maps, boxes)
-                shares.setdefault(name, []).append(share)
-                hits.setdefault(name, []).append(peak_in_box(batch_maps, boxes))
-            areas.append(area)
-    finally:
-        model.train(was_training)
+    for start in range(0, len(dataset), batch_size):
+        # float64: in float32 a saturated sigmoid gate rounds to exactly 1.0 at several
+        # pixels, and the position of the maximum would be decided by a tie
+        images = dataset.images[start : start + batch_size].astype(np.float64)
+        boxes = dataset.boxes[start : start + batch_size]
+        labels = dataset.labels[start : start + batch_size]
+        _, cams = grad_cams(model, images, labels, blocks)  # one forward and one backward
+        maps = spatial_maps_upsampled(model, images.shape[2:])  # from that same forward
+        maps.update({f"grad_cam/{block}": cam for block, cam in cams.items()})
+        for name, batch_maps in maps.items():
+            share, area = box_mass_share(batch_maps, boxes)
+            shares.setdefault(name, []).append(share)
+            hits.setdefault(name, []).append(peak_in_box(batch_maps, boxes))
+        areas.append(area)
     result: dict = {"box_area": float(np.concatenate(areas).mean())}
     for name in shares:
         result[name] = {

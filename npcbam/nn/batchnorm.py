@@ -56,7 +56,9 @@ class BatchNorm2d(Module):
         self.register_parameter("weight", np.ones(num_features))
         self.register_parameter("bias", np.zeros(num_features))
         self.register_buffer("running_mean", np.zeros(num_features))
-        self.register_buffer("running_var", np.ones(num_features))
+        self.register_buffer(
+            "running_var", np.ones(num_features), minimum=0.0, meaning="a variance is >= 0"
+        )
         self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
 
     def check_input(self, x) -> np.ndarray:

@@ -116,12 +116,8 @@ class AttentionClassifier(Module):
 
     def predict(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Class indices (N,) for a batch of images, in evaluation mode (mode restored)."""
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             logits = [
                 self.forward(images[i : i + batch_size]) for i in range(0, len(images), batch_size)
             ]
-        finally:
-            self.train(was_training)
         return np.concatenate(logits).argmax(axis=1)

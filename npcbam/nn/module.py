@@ -9,6 +9,7 @@ accumulates into ``.grad`` until ``zero_grad()``.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -54,6 +55,8 @@ class Module:
         self._params: dict[str, np.ndarray] = {}
         self._grads: dict[str, np.ndarray] = {}
         self._buffers: dict[str, np.ndarray] = {}
+        # (lower bound, why) of some buffers, checked on loading
+        self._buffer_minimums: dict[str, tuple[float, str]] = {}
         self._children: list[tuple[str, Module]] = []  # (state_dict prefix, module)
         self._child_paths: list[str] = []  # each child's name in module paths
         self._cache = None
@@ -67,10 +70,17 @@ class Module:
         self._params[name] = np.array(value, dtype=np.float64)
         self._grads[name] = np.zeros_like(self._params[name])
 
-    def register_buffer(self, name: str, value: np.ndarray) -> None:
+    def register_buffer(
+        self, name: str, value: np.ndarray, minimum: float | None = None, meaning: str = ""
+    ) -> None:
         """Store ``value`` as a buffer: state that is saved and loaded but never trained
-        (BatchNorm's running statistics). Buffers get no gradient and no optimizer step."""
+        (BatchNorm's running statistics). Buffers get no gradient and no optimizer step.
+
+        With ``minimum``, :meth:`load_state_dict` refuses values below it, saying why with
+        ``meaning`` (e.g. ``"a variance is >= 0"``)."""
         self._buffers[name] = np.array(value)
+        if minimum is not None:
+            self._buffer_minimums[name] = (minimum, meaning)
 
     def register_child(self, prefix: str, module: Module, path: str | None = None) -> None:
         """Add a submodule; its state names appear as ``prefix.name`` (unchanged if prefix is
@@ -140,11 +150,12 @@ class Module:
 
         Parameters and floating buffers accept float32 or float64 (stored as float64); an
         integer buffer (``num_batches_tracked``) accepts integers. Every problem is collected
-        first (missing, unexpected, wrong-shape, wrong-dtype, non-finite or negative-variance
-        entries) and reported in one ``ValueError``; nothing is changed unless the whole
-        mapping is valid.
+        first (missing, unexpected, wrong-shape, wrong-dtype, non-finite or out-of-range
+        entries, such as a negative running variance) and reported in one ``ValueError``;
+        nothing is changed unless the whole mapping is valid.
         """
         params = dict(self._named("_params", "_buffers"))
+        minimums = dict(self._named("_buffer_minimums"))
         problems = []
         missing = sorted(set(params) - set(state_dict))
         unexpected = sorted(set(state_dict) - set(params))
@@ -164,8 +175,10 @@ class Module:
                 problems.append(f"{name}: dtype {value.dtype}, expected float32 or float64")
             elif kind == "floating" and not np.isfinite(value).all():
                 problems.append(f"{name}: holds non-finite values")
-            elif name.endswith("running_var") and (value < 0).any():
-                problems.append(f"{name}: holds negative values; a variance is >= 0")
+            elif name in minimums and (value < minimums[name][0]).any():
+                minimum, meaning = minimums[name]
+                below = "negative values" if minimum == 0 else f"values below {minimum}"
+                problems.append(f"{name}: holds {below}; {meaning}")
             else:
                 arrays[name] = value
         if problems:
@@ -187,6 +200,17 @@ class Module:
     def eval(self) -> Module:
         """Set evaluation mode (``train(False)``); returns ``self``."""
         return self.train(False)
+
+    @contextmanager
+    def evaluating(self) -> Iterator[Module]:
+        """``with module.evaluating():`` runs the block in evaluation mode, then restores the
+        mode the module had (also when the block raises)."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield self
+        finally:
+            self.train(was_training)
 
     # -- forward and backward -----------------------------------------------------------------
     def check_input(self, x) -> np.ndarray:
