@@ -67,7 +67,7 @@ def global_avg_pool_backward(
     """
     _, _, h, w = cache.x_shape
     share = (dout / (h * w))[:, :, None, None]  # (N, C) -> (N, C, 1, 1)
-    return _add_broadcast(share, cache.x_shape, add_to)
+    return add_broadcast(share, cache.x_shape, add_to)
 
 
 def global_max_pool_forward(x: np.ndarray) -> tuple[np.ndarray, MaxPoolCache]:
@@ -152,7 +152,7 @@ def channel_avg_pool_backward(
     dx : ndarray, shape (N, C, H, W)
     """
     channels = cache.x_shape[1]
-    return _add_broadcast(dout / channels, cache.x_shape, add_to)
+    return add_broadcast(dout / channels, cache.x_shape, add_to)
 
 
 def channel_max_pool_forward(x: np.ndarray) -> tuple[np.ndarray, MaxPoolCache]:
@@ -204,9 +204,13 @@ def channel_max_pool_backward(
     return dx
 
 
-def _add_broadcast(share: np.ndarray, shape, add_to: np.ndarray | None) -> np.ndarray:
-    """``add_to += share`` (broadcast to ``shape``), or a new array of ``share`` broadcast."""
+def add_broadcast(share: np.ndarray, shape, add_to: np.ndarray | None) -> np.ndarray:
+    """``add_to += share`` (broadcast to ``shape``), or, without ``add_to``, ``share`` broadcast
+    to ``shape`` as a new array (``share`` itself when it already has that shape: callers pass
+    a fresh array). The ``add_to`` convention of every pooling backward."""
     if add_to is None:
+        if share.shape == tuple(shape):
+            return share
         return np.broadcast_to(share, shape).copy()
     add_to += share
     return add_to

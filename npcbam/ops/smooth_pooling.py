@@ -3,7 +3,8 @@ r"""Two more global poolings over H×W for channel attention: L2 ("lp") and log-
 The CBAM paper pools with average and max; the official code also offers the power-average
 ``lp_pool2d`` with p = 2 and a log-sum-exp pooling. Both are smooth where max is not: L2
 pooling weighs each position by its own value, log-sum-exp by its softmax weight, a "soft"
-maximum. Same conventions as :mod:`npcbam.ops.pooling` (``add_to`` in the backward).
+maximum. Same conventions as :mod:`npcbam.ops.pooling` (``add_to`` in the backward, through
+:func:`~npcbam.ops.pooling.add_broadcast`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+
+from npcbam.ops.pooling import add_broadcast
 
 
 class LpPoolCache(NamedTuple):
@@ -63,11 +66,8 @@ def global_lp_pool_backward(
     """
     out = cache.out
     scale = np.divide(dout, out, out=np.zeros_like(dout), where=out > 0)  # (N, C)
-    share = cache.x * scale[:, :, None, None]  # (N, C, H, W)
-    if add_to is None:
-        return share
-    add_to += share
-    return add_to
+    share = cache.x * scale[:, :, None, None]  # (N, C, H, W), a new array
+    return add_broadcast(share, cache.x.shape, add_to)
 
 
 def global_lse_pool_forward(x: np.ndarray) -> tuple[np.ndarray, LsePoolCache]:
@@ -116,8 +116,5 @@ def global_lse_pool_backward(
     -------
     dx : ndarray, shape (N, C, H, W)
     """
-    share = cache.weights * dout[:, :, None, None]  # (N, C, H, W)
-    if add_to is None:
-        return share
-    add_to += share
-    return add_to
+    share = cache.weights * dout[:, :, None, None]  # (N, C, H, W), a new array
+    return add_broadcast(share, cache.weights.shape, add_to)
