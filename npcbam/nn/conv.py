@@ -14,7 +14,8 @@ from npcbam.ops.im2col import as_pair
 
 
 class _ConvBase(Module):
-    """What both convolutions share: a weight, an optional bias, and their gradients."""
+    """What both convolutions share: a weight, an optional bias, their gradients, and the
+    layer around the op pair each subclass names in ``_op_forward`` / ``_op_backward``."""
 
     def __init__(
         self, in_channels, out_channels, kernel_size, stride, padding, bias: bool, seed
@@ -39,14 +40,19 @@ class _ConvBase(Module):
     def check_input(self, x) -> np.ndarray:
         return check_feature_map(x, self.in_channels)
 
-    def _weights(self, dtype):
-        bias = self.param_as("bias", dtype) if self.has_bias else None
-        return self.param_as("weight", dtype), bias
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        require_finite(x, "x")  # first: inf - inf inside the product would warn
+        bias = self.param_as("bias", x.dtype) if self.has_bias else None
+        out, self._cache = self._op_forward(x, self.param_as("weight", x.dtype), bias)
+        return out
 
-    def _accumulate(self, dweight: np.ndarray, dbias: np.ndarray | None) -> None:
+    def _backward(self, dout: np.ndarray) -> np.ndarray:
+        require_finite(dout, "dy")
+        dx, dweight, dbias = self._op_backward(dout, self._cache)
         self.accumulate_grad("weight", dweight)
         if self.has_bias:
             self.accumulate_grad("bias", dbias)
+        return dx
 
 
 class Conv2d(_ConvBase):
@@ -87,17 +93,11 @@ class Conv2d(_ConvBase):
     def _weight_shape(self, in_channels: int, out_channels: int) -> tuple[int, ...]:
         return (out_channels, in_channels, *self.kernel_size)
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
-        require_finite(x, "x")  # first: inf - inf inside the product would warn
-        weight, bias = self._weights(x.dtype)
-        out, self._cache = conv2d_forward(x, weight, bias, self.stride, self.padding)
-        return out
+    def _op_forward(self, x, weight, bias):
+        return conv2d_forward(x, weight, bias, self.stride, self.padding)
 
-    def _backward(self, dout: np.ndarray) -> np.ndarray:
-        require_finite(dout, "dy")
-        dx, dweight, dbias = conv2d_backward(dout, self._cache)
-        self._accumulate(dweight, dbias)
-        return dx
+    def _op_backward(self, dout, cache):
+        return conv2d_backward(dout, cache)
 
 
 class ConvTranspose2d(_ConvBase):
@@ -148,16 +148,10 @@ class ConvTranspose2d(_ConvBase):
     def _weight_shape(self, in_channels: int, out_channels: int) -> tuple[int, ...]:
         return (in_channels, out_channels, *self.kernel_size)
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
-        require_finite(x, "x")
-        weight, bias = self._weights(x.dtype)
-        out, self._cache = conv_transpose2d_forward(
+    def _op_forward(self, x, weight, bias):
+        return conv_transpose2d_forward(
             x, weight, bias, self.stride, self.padding, self.output_padding
         )
-        return out
 
-    def _backward(self, dout: np.ndarray) -> np.ndarray:
-        require_finite(dout, "dy")
-        dx, dweight, dbias = conv_transpose2d_backward(dout, self._cache)
-        self._accumulate(dweight, dbias)
-        return dx
+    def _op_backward(self, dout, cache):
+        return conv_transpose2d_backward(dout, cache)
