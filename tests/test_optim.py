@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from parity.stored import load_fixture
 
 import npcbam
 import npcbam.optim._base as base_module
@@ -56,12 +57,6 @@ ULPS = 4  # the parity bound, in units of eps64 * max(1, |torch|); see the modul
 
 
 # -- fixtures ---------------------------------------------------------------------------------
-def load_fixture(path: Path) -> dict[str, np.ndarray]:
-    """Every array of a fixture, loaded without pickle."""
-    with np.load(path, allow_pickle=False) as archive:
-        return {name: archive[name] for name in archive.files}
-
-
 def fixture_by_name(name: str) -> dict[str, np.ndarray]:
     return load_fixture(FIXTURE_DIR / f"{name}.npz")
 

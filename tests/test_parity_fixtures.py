@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import relative_error
+from parity.stored import load_fixture
 
 import npcbam
 
@@ -19,12 +20,6 @@ FIXTURE_DIR = Path(__file__).resolve().parent / "parity" / "fixtures"
 FIXTURES = sorted(FIXTURE_DIR.glob("*.npz"))
 TOLERANCE = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
 WEIGHT_NAMES = ("mlp.0.weight", "mlp.2.weight", "conv.weight")
-
-
-def load_fixture(path: Path) -> dict[str, np.ndarray]:
-    """Every array of a fixture, loaded without pickle."""
-    with np.load(path, allow_pickle=False) as archive:
-        return {name: archive[name] for name in archive.files}
 
 
 def run_npcbam(fixture: dict[str, np.ndarray]) -> tuple[npcbam.CBAM, np.ndarray, np.ndarray]:

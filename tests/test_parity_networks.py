@@ -17,13 +17,13 @@ divided by the largest gradient of the same convolution's weight instead. BatchN
 
 from __future__ import annotations
 
-from functools import cache
 from itertools import product
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import relative_error
+from parity import stored
+from parity.stored import entries, load_fixture, run_module
 
 import npcbam
 
@@ -85,22 +85,6 @@ def expected_state_keys(network: str, config: dict) -> list[str]:
 
 
 # -- fixtures ---------------------------------------------------------------------------------
-@cache
-def _load(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as archive:
-        return {name: archive[name] for name in archive.files}
-
-
-def load_fixture(path: Path) -> dict[str, np.ndarray]:
-    """Every array of a fixture (fresh copies), loaded without pickle."""
-    return {name: value.copy() for name, value in _load(path).items()}
-
-
-def entries(fixture: dict, prefix: str) -> dict[str, np.ndarray]:
-    """The fixture's arrays whose names start with ``prefix/``, keyed without it."""
-    return {name[len(prefix) + 1 :]: v for name, v in fixture.items() if name.startswith(prefix)}
-
-
 def describe(fixture: dict) -> tuple[str, dict, str]:
     """(network, constructor arguments as Python scalars, mode)."""
     config = {name: value.item() for name, value in entries(fixture, "config").items()}
@@ -120,16 +104,9 @@ def build_npcbam(fixture: dict):
 
 
 def run_npcbam(fixture: dict) -> tuple[object, dict[str, np.ndarray]]:
-    """Forward ``x`` and backward ``dy`` through npcbam; return the module and the results
-    keyed as the fixture's: ``y``, ``dx``, ``grad/<key>``, ``after/<key>``."""
+    """The fixture's network run on its ``x`` and ``dy``: the module and its results."""
     module = build_npcbam(fixture)
-    module.zero_grad()
-    y = module.forward(fixture["x"])
-    dx = module.backward(fixture["dy"])
-    results = {"y": y, "dx": dx}
-    results.update({f"grad/{key}": grad for key, grad in module.grads.items()})
-    results.update({f"after/{key}": np.array(value) for key, value in module.buffers().items()})
-    return module, results
+    return module, run_module(module, fixture)
 
 
 def vanishing_gradient_scale(network: str, mode: str, key: str) -> str | None:
@@ -144,18 +121,9 @@ def vanishing_gradient_scale(network: str, mode: str, key: str) -> str | None:
 def errors_against(fixture: dict, results: dict) -> dict[str, float]:
     """The error of each of npcbam's ``results`` against the fixture's torch result."""
     network, _, mode = describe(fixture)
-    errors = {}
-    for key, ours in results.items():
-        theirs = fixture[key]
-        scale_key = vanishing_gradient_scale(network, mode, key)
-        if np.issubdtype(theirs.dtype, np.integer):
-            errors[key] = 0.0 if np.array_equal(ours, theirs) else float("inf")
-        elif scale_key is not None:
-            diff = np.abs(np.asarray(ours, np.float64) - theirs.astype(np.float64)).max()
-            errors[key] = float(diff / np.abs(fixture[scale_key].astype(np.float64)).max())
-        else:
-            errors[key] = relative_error(ours, theirs)
-    return errors
+    return stored.errors_against(
+        fixture, results, lambda key: vanishing_gradient_scale(network, mode, key)
+    )
 
 
 def fixture_ids(paths):

@@ -16,12 +16,11 @@ and 1e-4 (float32). ``num_batches_tracked`` must match exactly.
 
 from __future__ import annotations
 
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import relative_error
+from parity.stored import entries, errors_against, load_fixture, run_module
 
 import npcbam
 
@@ -48,22 +47,6 @@ SPATIAL_KEYS = [
 
 
 # -- fixtures -----------------------------------------------------------------------------------
-@cache
-def _load(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as archive:
-        return {name: archive[name] for name in archive.files}
-
-
-def load_fixture(path: Path) -> dict[str, np.ndarray]:
-    """Every array of a fixture (fresh copies), loaded without pickle."""
-    return {name: value.copy() for name, value in _load(path).items()}
-
-
-def entries(fixture: dict, prefix: str) -> dict[str, np.ndarray]:
-    """The fixture's arrays whose names start with ``prefix/``, keyed without it."""
-    return {name[len(prefix) + 1 :]: v for name, v in fixture.items() if name.startswith(prefix)}
-
-
 def describe(fixture: dict) -> tuple[dict, str]:
     """(OfficialCBAM's constructor arguments as Python values, mode)."""
     config = entries(fixture, "config")
@@ -85,28 +68,9 @@ def build_npcbam(fixture: dict) -> npcbam.OfficialCBAM:
 
 
 def run_npcbam(fixture: dict) -> tuple[npcbam.OfficialCBAM, dict[str, np.ndarray]]:
-    """Forward ``x`` and backward ``dy``; the module and the results keyed as the fixture's:
-    ``y``, ``dx``, ``grad/<key>``, ``after/<key>``."""
+    """The fixture's module run on its ``x`` and ``dy``: the module and its results."""
     module = build_npcbam(fixture)
-    module.zero_grad()
-    y = module.forward(fixture["x"])
-    dx = module.backward(fixture["dy"])
-    results = {"y": y, "dx": dx}
-    results.update({f"grad/{key}": grad for key, grad in module.grads.items()})
-    results.update({f"after/{key}": np.array(value) for key, value in module.buffers().items()})
-    return module, results
-
-
-def errors_against(fixture: dict, results: dict) -> dict[str, float]:
-    """The error of each of npcbam's results against the fixture's torch result."""
-    errors = {}
-    for key, ours in results.items():
-        theirs = fixture[key]
-        if np.issubdtype(theirs.dtype, np.integer):
-            errors[key] = 0.0 if np.array_equal(ours, theirs) else float("inf")
-        else:
-            errors[key] = relative_error(ours, theirs)
-    return errors
+    return module, run_module(module, fixture)
 
 
 def fixture_ids(paths):
