@@ -166,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the results as one JSON object, last line"
     )
     fit.set_defaults(run=_train)
+
+    from npcbam.exercises import commands as exercise_commands
+    from npcbam.exercises import grade
+
+    exercise_commands.add_commands(commands)  # npcbam exercises list | start DIR
+    grade.add_commands(commands)  # npcbam grade SUBMISSION...
     return parser
 
 
