@@ -35,11 +35,13 @@ Everything runs in float64: float32 rounding (~1e-7) divided by h would swamp th
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from npcbam._checks import require_int
 from npcbam.nn.module import collect_winners
 
 DEFAULT_H = 1e-4
@@ -75,11 +77,22 @@ class Settings:
             raise ValueError(f"mode={self.mode!r}; expected 'auto', 'full', 'sample' or 'random'")
         if self.order not in STENCILS:
             raise ValueError(f"order={self.order!r}; expected one of {sorted(STENCILS)}")
-        if not (self.h > 0 and self.rtol > 0 and self.atol >= 0):
-            raise ValueError(
-                f"need h > 0, rtol > 0, atol >= 0; got h={self.h}, rtol={self.rtol}, "
-                f"atol={self.atol}"
-            )
+        _require_real(self.h, "h", "a finite step h > 0", lambda h: 0 < h < math.inf)
+        # rtol >= 1 would pass a gradient twice the true one (|2n - n| <= 1 * |n|)
+        _require_real(self.rtol, "rtol", "a finite rtol with 0 < rtol < 1", lambda r: 0 < r < 1)
+        _require_real(self.atol, "atol", "a finite atol >= 0", lambda a: 0 <= a < math.inf)
+        require_int(self.max_full, "max_full", 0)
+        require_int(self.n_directions, "n_directions", 1)
+        require_int(self.n_samples, "n_samples", 1)
+
+
+def _require_real(value, name: str, expected: str, accept: Callable[[float], bool]) -> None:
+    """Raise unless ``value`` is a real number (not a bool) for which ``accept`` holds; the
+    message names the setting, its value and ``expected`` (NaN fails every comparison)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}={value!r} ({type(value).__name__}); expected {expected}")
+    if not accept(float(value)):
+        raise ValueError(f"{name}={value!r}; expected {expected}")
 
 
 @dataclass(frozen=True)
@@ -312,13 +325,18 @@ def check_gradients(
         ``n_directions`` random directions per tensor, "auto" picks "full" for tensors of at
         most ``max_full`` elements and "random" otherwise.
     h : float
-        The finite-difference step.
+        The finite-difference step, finite and > 0.
     order : {2, 4}
         Accuracy order of the central difference: 2 evaluations with error O(h^2), or 4 with
         error O(h^4) (the default: about 1e-11 to 1e-10 absolute error on small CBAMs, against
         1e-9 for order 2 at h = 1e-6).
     rtol, atol : float
-        An entry passes when ``|a - n| <= atol + rtol * |n|``.
+        An entry passes when ``|a - n| <= atol + rtol * |n|``; ``0 < rtol < 1`` (an rtol of 1
+        or more passes a gradient twice the true one) and ``atol >= 0``, both finite.
+    max_full : int, >= 0
+    n_directions, n_samples : int, >= 1
+        Settings outside these ranges raise ``ValueError`` (``TypeError`` for a non-number)
+        naming the setting and its value.
 
     Returns
     -------
