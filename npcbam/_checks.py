@@ -45,13 +45,24 @@ def require_finite(x: np.ndarray, name: str, summary: np.ndarray | None = None) 
         )
 
 
-def require_int(value, name: str, minimum: int) -> int:
-    """Return ``value`` as an int, raising unless it is an integer >= ``minimum``."""
+def require_int(value, name: str, minimum: int, maximum: int | None = None) -> int:
+    """Return ``value`` as an int, raising unless it is an integer >= ``minimum`` (and, if
+    given, <= ``maximum``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return int(value)
+
+
+def require_bool(value, name: str) -> bool:
+    """Return ``value`` if it is a bool (or NumPy bool), raising ``TypeError`` otherwise: a
+    flag taken by truthiness would read ``"no"`` or ``"False"`` as true."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return bool(value)
 
 
 def require_odd_kernel(kernel_size, name: str = "kernel_size") -> int:

@@ -73,7 +73,7 @@ def assert_unchanged(layer, before, dy=None, dx=None, failed_inside=False):
     if dy is None:
         return
     if failed_inside and layer._children:
-        with pytest.raises(RuntimeError, match=r"backward\(\) called before any forward"):
+        with pytest.raises(RuntimeError, match=r"the last forward\(\) through it failed"):
             layer.backward(dy)
         return
     np.testing.assert_array_equal(layer.backward(dy), dx)

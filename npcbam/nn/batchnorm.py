@@ -59,7 +59,9 @@ class BatchNorm2d(Module):
         self.register_buffer(
             "running_var", np.ones(num_features), minimum=0.0, meaning="a variance is >= 0"
         )
-        self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
+        self.register_buffer(
+            "num_batches_tracked", np.array(0, dtype=np.int64), minimum=0, meaning="a count is >= 0"
+        )
 
     def check_input(self, x) -> np.ndarray:
         x = check_feature_map(x, self.num_features)

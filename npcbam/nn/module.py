@@ -13,11 +13,13 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from npcbam._checks import require_float_array, require_ndim
+from npcbam._checks import require_bool, require_finite, require_float_array, require_ndim
 
-# How many Module.forward calls are running (nested: a container calls its children). Only the
-# outermost one snapshots the buffers, so that a failure anywhere restores the whole tree.
+# How many Module.forward / Module.backward calls are running (nested: a container calls its
+# children). Only the outermost one snapshots the state it may change (buffers for forward,
+# gradients for backward), so that a failure anywhere restores the whole tree.
 _forward_depth = 0
+_backward_depth = 0
 
 
 def collect_winners(cache, path: str = "") -> dict[str, np.ndarray]:
@@ -47,8 +49,18 @@ class Module:
     ``check_input(x)``, ``_forward(x)`` (which stores ``self._cache``) and ``_backward(dout)``.
     The public :meth:`forward` and :meth:`backward` check shapes and dtypes first; each
     subclass rejects non-finite values itself (:func:`npcbam._checks.require_finite`, with a
-    reduction it computes anyway as a free first test) before it changes any state. A rejected
-    call leaves the module exactly as it was.
+    reduction it computes anyway as a free first test) before it changes any state.
+
+    Promises of the protocol:
+
+    * **A rejected call leaves the module exactly as it was.** The outermost ``forward``
+      restores every buffer of the tree if anything raises (running statistics do not move);
+      the outermost ``backward`` of a container checks the whole ``dy`` before any child runs,
+      and restores every gradient of the tree if anything raises later.
+    * **The cache never aliases the caller's array.** The outermost ``forward`` works on a
+      copy of ``x``: changing ``x`` in place between ``forward`` and ``backward`` does not
+      change the gradients (PyTorch instead detects such a change and raises; a copy costs one
+      pass over ``x`` and needs no detection).
     """
 
     def __init__(self) -> None:
@@ -62,6 +74,7 @@ class Module:
         self._cache = None
         self._output_spec: tuple[tuple[int, ...], np.dtype] | None = None
         self._retained: dict[str, np.ndarray] | None = None  # see retain_io()
+        self._forward_error: str | None = None  # why the last forward failed, if it did
         self.training = True
 
     # -- construction -------------------------------------------------------------------------
@@ -149,28 +162,51 @@ class Module:
         """Load parameters and buffers from a mapping of PyTorch names to arrays.
 
         Parameters and floating buffers accept float32 or float64 (stored as float64); an
-        integer buffer (``num_batches_tracked``) accepts integers. Every problem is collected
-        first (missing, unexpected, wrong-shape, wrong-dtype, non-finite or out-of-range
-        entries, such as a negative running variance) and reported in one ``ValueError``;
-        nothing is changed unless the whole mapping is valid.
+        integer buffer (``num_batches_tracked``) accepts integers that fit its dtype (int64).
+        Every problem is collected first (missing, unexpected, wrong-shape, wrong-dtype,
+        masked, non-finite or out-of-range entries, such as a negative running variance or a
+        negative count) and reported in one ``ValueError``; nothing is changed unless the whole
+        mapping is valid. Anything but a mapping (a dict, an ``np.load`` archive) is a
+        ``TypeError``.
         """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"state_dict must be a mapping of parameter name -> array (such as the dict "
+                f"state_dict() returns), got {type(state_dict).__name__}"
+            )
         params = dict(self._named("_params", "_buffers"))
         minimums = dict(self._named("_buffer_minimums"))
         problems = []
         missing = sorted(set(params) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(params))
+        unexpected = sorted(set(state_dict) - set(params), key=repr)
         if missing:
             problems.append(f"missing keys: {missing}")
         if unexpected:
             problems.append(f"unexpected keys: {unexpected} (expected exactly {sorted(params)})")
         arrays = {}
         for name in sorted(set(params) & set(state_dict)):
-            value = np.asarray(state_dict[name])
+            if isinstance(state_dict[name], np.ma.MaskedArray):
+                problems.append(
+                    f"{name}: a masked array (its masked entries have no value to load); pass "
+                    "value.filled(...) or np.asarray(value) to choose what they hold"
+                )
+                continue
+            try:
+                value = np.asarray(state_dict[name])
+            except (TypeError, ValueError) as error:
+                problems.append(f"{name}: not convertible to an array ({error})")
+                continue
             kind = "integer" if np.issubdtype(params[name].dtype, np.integer) else "floating"
             if value.shape != params[name].shape:
                 problems.append(f"{name}: shape {value.shape}, expected {params[name].shape}")
             elif kind == "integer" and not np.issubdtype(value.dtype, np.integer):
                 problems.append(f"{name}: dtype {value.dtype}, expected an integer dtype")
+            elif kind == "integer" and not _fits(value, params[name].dtype):
+                limits = np.iinfo(params[name].dtype)
+                problems.append(
+                    f"{name}: holds values outside {params[name].dtype}'s range "
+                    f"[{limits.min}, {limits.max}]"
+                )
             elif kind == "floating" and value.dtype not in (np.float32, np.float64):
                 problems.append(f"{name}: dtype {value.dtype}, expected float32 or float64")
             elif kind == "floating" and not np.isfinite(value).all():
@@ -191,7 +227,9 @@ class Module:
 
     # -- modes --------------------------------------------------------------------------------
     def train(self, mode: bool = True) -> Module:
-        """Set training mode on this module and its children; returns ``self``."""
+        """Set training mode on this module and its children; returns ``self``. ``mode`` must
+        be True or False (a string such as ``"False"`` is refused, not taken as true)."""
+        mode = require_bool(mode, "mode")
         self.training = mode
         for _, child in self._children:
             child.train(mode)
@@ -226,30 +264,40 @@ class Module:
     def forward(self, x) -> np.ndarray:
         """Validate ``x``, compute the output in ``x``'s dtype and cache what backward needs.
 
-        If anything raises part-way (a layer deep inside rejects its input), the buffers of
-        the whole tree are restored, so running statistics stay as they were; as some
-        children may already have cached the new input, a container then refuses ``backward``
+        The outermost call works on a copy of ``x``, so later in-place changes to the
+        caller's array cannot reach the cache. If anything raises part-way (a layer deep
+        inside rejects its input), the buffers of the whole tree are restored, so running
+        statistics stay as they were; as some children may already have cached the new
+        input, a container then refuses ``backward`` (saying that the last forward failed)
         until the next successful forward.
         """
-        x = self.check_input(x)
         global _forward_depth
         if _forward_depth:  # called by a container's forward: the outermost call guards
-            out = self._forward(x)
+            out = self._forward(self.check_input(x))
         else:
+            try:
+                x = self.check_input(x).copy()  # the cache must not alias the caller's array
+            except Exception as error:
+                self._note_failed_forward(error, [self])
+                raise
             saved = {name: value.copy() for name, value in self._named("_buffers")}
+            retained = self._retained_snapshot()
             _forward_depth += 1
             try:
                 out = self._forward(x)
-            except Exception:
+            except Exception as error:
                 for name, value in self._named("_buffers"):
                     np.copyto(value, saved[name])
-                for _, module in self.named_modules():
-                    if module is not self or self._children:
-                        module._output_spec = None
+                self._restore_retained(retained)
+                stale = [m for _, m in self.named_modules() if m is not self or self._children]
+                for module in stale:
+                    module._output_spec = None
+                self._note_failed_forward(error, stale + [self])
                 raise
             finally:
                 _forward_depth -= 1
         self._output_spec = (out.shape, out.dtype)
+        self._forward_error = None
         if self._retained is not None:
             self._retained["output"] = out
         return out
@@ -262,9 +310,17 @@ class Module:
         """Gradient of the loss with respect to the last forward's input.
 
         ``dout`` is the gradient with respect to the last output (same shape). Parameter
-        gradients are *added* to :attr:`grads` (call :meth:`zero_grad` between steps).
+        gradients are *added* to :attr:`grads` (call :meth:`zero_grad` between steps). A
+        rejected call changes no gradient anywhere in the tree: a container checks the whole
+        ``dy`` first, and the outermost call restores every gradient if anything raises later.
         """
         if self._output_spec is None:
+            if self._forward_error is not None:
+                raise RuntimeError(
+                    f"{type(self).__name__}.backward(): the last forward() through it failed "
+                    f"({self._forward_error}), so there is no forward pass to differentiate; "
+                    "run a forward() that succeeds first"
+                )
             raise RuntimeError(
                 f"{type(self).__name__}.backward() called before any forward(): there is no "
                 "cached forward pass to differentiate"
@@ -274,9 +330,45 @@ class Module:
         if dout.shape != shape:
             raise ValueError(f"dy has shape {dout.shape}; expected the last output's shape {shape}")
         dout = dout.astype(dtype, copy=False)
+        global _backward_depth
+        if _backward_depth:  # called by a container's backward: the outermost call guards
+            return self._retain_and_backward(dout)
+        if self._children:
+            require_finite(dout, "dy")  # the caller's dy, whole, before any child accumulates
+        saved = [(grad, grad.copy()) for _, grad in self._named("_grads")]
+        retained = self._retained_snapshot()
+        _backward_depth += 1
+        try:
+            return self._retain_and_backward(dout)
+        except Exception:
+            for grad, value in saved:
+                np.copyto(grad, value)
+            self._restore_retained(retained)
+            raise
+        finally:
+            _backward_depth -= 1
+
+    def _retain_and_backward(self, dout: np.ndarray) -> np.ndarray:
         if self._retained is not None:
             self._retained["output_grad"] = dout
         return self._backward(dout)
+
+    def _note_failed_forward(self, error: Exception, modules) -> None:
+        """Remember, in each of ``modules`` left without a usable forward, why it failed."""
+        reason = f"{type(error).__name__}: {error}".splitlines()[0]
+        for module in modules:
+            if module._output_spec is None:
+                module._forward_error = reason
+
+    def _retained_snapshot(self) -> list[tuple[Module, dict]]:
+        """Shallow copies of every retaining module's :attr:`retained` (restored on failure)."""
+        return [(m, dict(m._retained)) for _, m in self.named_modules() if m._retained is not None]
+
+    @staticmethod
+    def _restore_retained(snapshot: list[tuple[Module, dict]]) -> None:
+        for module, retained in snapshot:
+            module._retained.clear()
+            module._retained.update(retained)
 
     def retain_io(self, retain: bool = True) -> None:
         """Keep (or stop keeping) the last output and the gradient with respect to it in
@@ -316,6 +408,15 @@ class Module:
         shapes = ", ".join(f"{k}: {v.shape}" for k, v in self._named("_params"))
         mode = "" if self.training or not self.buffers() else " in eval mode"
         return f"{type(self).__name__}({shapes}){mode}"
+
+
+def _fits(value: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether every integer of ``value`` is representable in the integer ``dtype``."""
+    if value.size == 0 or np.can_cast(value.dtype, dtype):
+        return True
+    limits = np.iinfo(dtype)
+    # compare as Python ints: numpy would wrap a uint64 maximum to -1 in int64
+    return limits.min <= int(value.min()) and int(value.max()) <= limits.max
 
 
 def check_feature_map(x, channels: int | None = None) -> np.ndarray:
