@@ -6,7 +6,8 @@ It does four things:
    ``notebooks/``. At ``config-inited`` a symbolic link ``docs/notebooks -> ../notebooks``
    is made, so myst-nb renders and executes the real files, with the kernel's working
    directory in ``notebooks/`` as when a reader runs them (notebook 7 finds the committed
-   PyTorch fixtures from there).
+   PyTorch fixtures from there). Links between notebooks, written ``[text](02_name.ipynb)``
+   so that they work in Jupyter, are turned into document names when a notebook is read.
 2. **Offline MathJax.** MathJax 3 is copied from an installed package
    (``django-static-mathjax``, static files only, no dependencies) into
    ``_static/mathjax/`` of the build, so formulas typeset without any network access.
@@ -19,6 +20,7 @@ It does four things:
 from __future__ import annotations
 
 import importlib
+import re
 import shutil
 from pathlib import Path
 
@@ -31,6 +33,8 @@ logger = logging.getLogger(__name__)
 DOCS = Path(__file__).resolve().parents[1]
 NOTEBOOKS = DOCS.parent / "notebooks"
 NOTEBOOK_LINK = DOCS / "notebooks"
+# a link from one notebook to another as written for Jupyter: [text](02_name.ipynb)
+NOTEBOOK_HREF = re.compile(r"\]\((\d\d_\w+)\.ipynb\)")
 
 # the parts of MathJax's es5 bundle a page needs: the TeX-to-CommonHTML component, its fonts,
 # the TeX extensions it may autoload, and the menu with its accessibility helpers
@@ -54,6 +58,14 @@ def link_notebooks(app: Sphinx, config) -> None:
             f"cannot link {NOTEBOOK_LINK} to ../notebooks ({error}); the notebooks must run "
             "from their own folder, so a copy would not do: enable symbolic links"
         ) from error
+
+
+def notebook_links_as_documents(app: Sphinx, docname: str, source: list[str]) -> None:
+    """Turn a notebook's links to its neighbours, ``[text](02_name.ipynb)``, into document
+    names, ``[text](02_name)``: Sphinx resolves ``docs/notebooks`` to the real folder, which
+    lies outside ``docs/``, so the file path itself would not name a document."""
+    if docname.startswith("notebooks/"):
+        source[0] = NOTEBOOK_HREF.sub(r"](\1)", source[0])
 
 
 # -- 2. offline MathJax ---------------------------------------------------------------------------
@@ -181,6 +193,7 @@ def resolve_alias(app: Sphinx, env, node, contnode):
 
 def setup(app: Sphinx) -> dict:
     app.connect("config-inited", link_notebooks)
+    app.connect("source-read", notebook_links_as_documents)
     app.connect("builder-inited", check_mathjax_installed)
     app.connect("build-finished", copy_mathjax)
     app.connect("missing-reference", resolve_alias)
