@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from npcbam._blas import fixed_blas_threads
 from npcbam._checks import require_int
 from npcbam.data import TASKS, Dataset, load_task
 from npcbam.gradcam import box_mass_share, grad_cams, peak_in_box, spatial_maps_upsampled
@@ -33,6 +34,14 @@ class TrainConfig:
     ``task_options`` to :func:`npcbam.data.load_task` (e.g. ``clutter``, ``noise``);
     ``attention_stats=False`` skips :func:`attention_in_box` (Grad-CAM and spatial maps on the
     test set before and after training, which can cost more than a small training run).
+
+    ``blas_threads`` is the number of threads NumPy's BLAS (OpenBLAS) runs on during the run,
+    restored afterwards. A seeded run is bit-identical for a given number whatever the
+    environment says (``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``, the number of cores): how
+    BLAS splits a product between threads changes how its float32 sums round. The default, one
+    thread, makes every run of the same seed give the same model (and was not slower than two on
+    the 2-core machine this was measured on); ``None`` keeps the environment's setting, whose
+    results then depend on it. See :mod:`npcbam._blas`.
     """
 
     task: str = "where"
@@ -49,10 +58,13 @@ class TrainConfig:
     attention_options: dict = dataclasses.field(default_factory=dict)
     task_options: dict = dataclasses.field(default_factory=dict)
     attention_stats: bool = True
+    blas_threads: int | None = 1
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "n_train", "n_test"):
             require_int(getattr(self, name), name, 1)
+        if self.blas_threads is not None:
+            require_int(self.blas_threads, "blas_threads", 1)
         require_int(self.seed, "seed", 0)
         if isinstance(self.lr, bool) or not isinstance(self.lr, numbers.Real):
             raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
@@ -75,6 +87,7 @@ class TrainResult:
     train_seconds: float
     attention_in_box: dict | None
     attention_in_box_at_init: dict | None
+    blas_threads: int | None = None  # threads BLAS ran on (None: unknown, not OpenBLAS)
 
     def summary(self) -> dict:
         """A JSON-ready dict of the results (no arrays, no model)."""
@@ -84,6 +97,7 @@ class TrainResult:
             "test_accuracy": self.test_accuracy,
             "train_accuracy": self.history[-1]["train_accuracy"],
             "train_seconds": self.train_seconds,
+            "blas_threads": self.blas_threads,
             "attention_in_box": self.attention_in_box,
             "attention_in_box_at_init": self.attention_in_box_at_init,
             "parameters": int(sum(p.size for p in self.model.parameters().values())),
@@ -187,6 +201,14 @@ def train_classifier(
     -------
     TrainResult
     """
+    with fixed_blas_threads(config.blas_threads) as threads:
+        return _train_classifier(config, log, threads)
+
+
+def _train_classifier(
+    config: TrainConfig, log: Callable[[str], None] | None, threads: int | None
+) -> TrainResult:
+    """:func:`train_classifier`'s run, with BLAS already on ``threads`` threads."""
     say = log or (lambda line: None)
     train_set, test_set = load_task(
         config.task, config.n_train, config.n_test, seed=config.seed, **config.task_options
@@ -204,7 +226,7 @@ def train_classifier(
     say(
         f"training {config.attention!r} classifier ({n_parameters} parameters) on "
         f"{config.task!r}: {len(train_set)} train / {len(test_set)} test images, "
-        f"{config.epochs} epochs"
+        f"{config.epochs} epochs; BLAS threads: {'unknown' if threads is None else threads}"
     )
     for epoch in range(1, config.epochs + 1):
         model.train()
@@ -246,4 +268,5 @@ def train_classifier(
         train_seconds=train_seconds,
         attention_in_box=attention_in_box(model, test_set) if config.attention_stats else None,
         attention_in_box_at_init=at_init,
+        blas_threads=threads,
     )

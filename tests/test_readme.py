@@ -21,5 +21,17 @@ def test_quick_start_has_exactly_two_commands():
         ["bash", str(script), str(README)], capture_output=True, text=True, check=True
     ).stdout.splitlines()
     assert len(lines) == 2, lines
-    assert lines[0].startswith("pip install .") and lines[0].endswith("npcbam gradcheck")
-    assert '".[test]"' in lines[1] and lines[1].endswith("pytest")
+    assert lines[0].endswith("pip install . && npcbam gradcheck")
+    assert lines[1].endswith('pip install ".[test]" && python -m pytest')
+
+
+def test_quick_start_commands_install_into_a_virtual_environment():
+    """Each command works on its own on a fresh machine whose Python refuses `pip install`
+    outside a virtual environment (PEP 668): it creates and activates one before any pip."""
+    script = README.parent / ".ci" / "quickstart-commands"
+    lines = subprocess.run(
+        ["bash", str(script), str(README)], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    for line in lines:
+        before_pip = line.split("pip install", 1)[0]
+        assert re.fullmatch(r"python3 -m venv (\S+) && \. \1/bin/activate && ", before_pip), line

@@ -30,6 +30,7 @@ SUMMARY_KEYS = {
     "test_accuracy",
     "train_accuracy",
     "train_seconds",
+    "blas_threads",
     "attention_in_box",
     "attention_in_box_at_init",
     "parameters",
@@ -264,14 +265,16 @@ def test_cli_train_json(capsys, tmp_path):
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
-        ("--epochs", "0", "npcbam train: error: epochs must be >= 1, got 0"),
-        ("--lr", "-1", "npcbam train: error: lr must be a positive finite number, got -1.0"),
-        ("--n-train", "0", "npcbam train: error: n_train must be >= 1, got 0"),
+        ("--epochs", "0", "argument --epochs: must be an integer >= 1, got 0"),
+        ("--lr", "-1", "argument --lr: must be a finite number > 0, got -1"),
+        ("--n-train", "0", "argument --n-train: must be an integer >= 1, got 0"),
     ],
 )
 def test_cli_train_bad_values(capsys, tmp_path, option, value, message):
     out = tmp_path / "w.npz"
-    assert main(["train", option, value, "--out", str(out)]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", option, value, "--out", str(out)])
+    assert exit_info.value.code == 2
     captured = capsys.readouterr()
     assert message in captured.err and "Traceback" not in captured.err
     assert not out.exists()
