@@ -46,7 +46,6 @@ __all__ = [
     "assert_report",
     "channels_and_reduction",
     "distinct_arrays",
-    "distinct_values",
     "feature_map_shapes",
     "feature_maps",
     "kink_free",

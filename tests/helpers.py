@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from npcbam import testing
-from npcbam.testing import MAX_REL_ERR, SAFE_MARGIN, distinct_values, relative_error, top2_gap
+from npcbam.gradcheck import distinct_values
+from npcbam.testing import MAX_REL_ERR, SAFE_MARGIN, relative_error, top2_gap
 from npcbam.testing import assert_report as assert_gradients_match
 
 __all__ = [

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import npcbam
 import npcbam.testing
+from npcbam.gradcheck import distinct_values
 from npcbam.ops import (
     global_max_pool_backward,
     global_max_pool_forward,
@@ -280,8 +281,8 @@ def live_relu_mlp_inputs(c=4, r=2, n=2, seed=5):
     so that each use contributes to the weight gradients (a dead use would hide its loss)."""
     rng = np.random.default_rng(seed)
     inputs = {
-        "v_avg": 1.5 + npcbam.testing.distinct_values(rng, (n, c), scale=1.0),
-        "v_max": 1.5 + npcbam.testing.distinct_values(rng, (n, c), scale=1.0),
+        "v_avg": 1.5 + distinct_values(rng, (n, c), scale=1.0),
+        "v_max": 1.5 + distinct_values(rng, (n, c), scale=1.0),
         "w_hidden": np.abs(rng.standard_normal((c // r, c))) + 0.1,
         "w_out": rng.standard_normal((c, c // r)),
     }
@@ -290,7 +291,7 @@ def live_relu_mlp_inputs(c=4, r=2, n=2, seed=5):
 
 
 def test_a_backward_scaled_by_1_01_fails():
-    z = npcbam.testing.distinct_values(np.random.default_rng(0), (3, 4))
+    z = distinct_values(np.random.default_rng(0), (3, 4))
     assert_gradients(softplus_forward, softplus_backward, {"z": z})  # the baseline passes
 
     def scaled(dout, cache):
@@ -338,7 +339,7 @@ def test_a_module_with_a_scaled_weight_gradient_fails():
             self.grads["conv.weight"][:] = before + 1.01 * (self.grads["conv.weight"] - before)
             return dx
 
-    x = npcbam.testing.distinct_values(np.random.default_rng(2), (2, 3, 4, 5))
+    x = distinct_values(np.random.default_rng(2), (2, 3, 4, 5))
     assert_module_gradients(npcbam.SpatialAttention(3, seed=0), x)  # baseline
     check = lambda: assert_module_gradients(ScaledConvGradient(3, seed=0), x)  # noqa: E731
     assert_fails(check, "conv.weight", passing_rows=("input",))
@@ -357,7 +358,7 @@ def test_a_crossed_kink_fails_and_says_how_to_avoid_it():
 
 def test_an_error_within_rtol_but_above_the_bound_fails():
     """rtol = 0.1 lets a 1 % error pass every entry; the worst-error bound still catches it."""
-    z = npcbam.testing.distinct_values(np.random.default_rng(3), (2, 3))
+    z = distinct_values(np.random.default_rng(3), (2, 3))
 
     def scaled(dout, cache):
         return 1.01 * softplus_backward(dout, cache)
