@@ -3,6 +3,7 @@
 
 from npcbam.ops.activations import relu_backward, relu_forward, sigmoid_backward, sigmoid_forward
 from npcbam.ops.conv import conv2d_backward, conv2d_forward
+from npcbam.ops.conv1d_channels import conv1d_channels_backward, conv1d_channels_forward
 from npcbam.ops.gating import concat_backward, concat_forward, gate_backward, gate_forward
 from npcbam.ops.im2col import col2im, im2col
 from npcbam.ops.linear import linear_backward, linear_forward
@@ -26,6 +27,8 @@ __all__ = [
     "col2im",
     "concat_backward",
     "concat_forward",
+    "conv1d_channels_backward",
+    "conv1d_channels_forward",
     "conv2d_backward",
     "conv2d_forward",
     "gate_backward",

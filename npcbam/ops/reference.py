@@ -473,3 +473,37 @@ def global_lse_pool_backward_naive(dout: np.ndarray, x: np.ndarray) -> np.ndarra
                 for w in range(w_):
                     dx[n, c, h, w] = dout[n, c] * math.exp(x[n, c, h, w] - top) / denominator
     return dx
+
+
+def conv1d_channels_naive(v: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """ECA's 1-D convolution across channels: :math:`y_{nc} = \\sum_j w_j v_{n, c + j - p}`
+    with :math:`p = (k - 1)/2`, a term for each tap whose channel exists (zero padding)."""
+    n_, c_ = v.shape
+    k_ = weight.shape[0]
+    p = (k_ - 1) // 2
+    out = np.zeros((n_, c_), dtype=v.dtype)
+    for n in range(n_):
+        for c in range(c_):
+            total = 0.0
+            for j in range(k_):
+                if 0 <= c + j - p < c_:  # outside: a padding zero
+                    total += weight[j] * v[n, c + j - p]
+            out[n, c] = total
+    return out
+
+
+def conv1d_channels_backward_naive(dout: np.ndarray, v: np.ndarray, weight: np.ndarray):
+    """Every term :math:`w_j v_{n, c + j - p}` of the forward sum sends its share back: to
+    :math:`\\bar v` (neighbouring channels share inputs, hence ``+=``) and to :math:`\\bar w`."""
+    n_, c_ = v.shape
+    k_ = weight.shape[0]
+    p = (k_ - 1) // 2
+    dv = np.zeros_like(v)
+    dweight = np.zeros_like(weight)
+    for n in range(n_):
+        for c in range(c_):
+            for j in range(k_):
+                if 0 <= c + j - p < c_:
+                    dv[n, c + j - p] += dout[n, c] * weight[j]
+                    dweight[j] += dout[n, c] * v[n, c + j - p]
+    return dv, dweight
