@@ -8,6 +8,8 @@ from npcbam.gradcam import attention_figure, grad_cam
 from npcbam.gradcheck import GradcheckReport, GradcheckRow, check_gradients, check_op_gradients
 from npcbam.nn import (
     CBAM,
+    ECA,
+    SE,
     AttentionClassifier,
     BatchNorm2d,
     ChannelAttention,
@@ -28,6 +30,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CBAM",
+    "ECA",
+    "SE",
     "AttentionClassifier",
     "BatchNorm2d",
     "ChannelAttention",
