@@ -143,3 +143,95 @@ def write_notebook(directory: Path, name: str, cells: list[str]) -> Path:
     path = directory / name
     path.write_text(json.dumps(notebook), encoding="utf-8")
     return path
+
+
+# --- Gradescope's results.json ------------------------------------------------------------
+#
+# The format, as documented in "Autograder Specifications", section "Output format"
+# (https://gradescope-autograders.readthedocs.io/en/latest/specs/, the page's source being
+# docs/specs.md in github.com/gradescope/autograder_samples): a JSON object with an optional
+# top-level "score" (a number; required when no test carries a score), "execution_time"
+# (seconds), "output" (text for the whole submission), "output_format" (one of "text",
+# "simple_format", "html", "md", "ansi"), "visibility", "stdout_visibility" ("hidden",
+# "after_due_date", "after_published", "visible"), "extra_data", and "tests", a list of objects
+# each with optional "score" and "max_score" (numbers), "status" ("passed" or "failed"),
+# "name", "name_format", "number" (a string such as "1.1"), "output", "output_format",
+# "tags" (a list of strings), "visibility" and "extra_data". Nothing else is defined.
+
+FORMATS = {"text", "simple_format", "html", "md", "ansi"}
+VISIBILITIES = {"hidden", "after_due_date", "after_published", "visible"}
+NUMBER = (int, float)
+TOP_LEVEL = {
+    "score": NUMBER,
+    "execution_time": NUMBER,
+    "output": str,
+    "output_format": str,
+    "test_output_format": str,
+    "test_name_format": str,
+    "visibility": str,
+    "stdout_visibility": str,
+    "extra_data": dict,
+    "tests": list,
+    "leaderboard": list,
+}
+TEST_FIELDS = {
+    "score": NUMBER,
+    "max_score": NUMBER,
+    "status": str,
+    "name": str,
+    "name_format": str,
+    "number": str,
+    "output": str,
+    "output_format": str,
+    "tags": list,
+    "visibility": str,
+    "extra_data": dict,
+}
+
+
+def gradescope_problems(results) -> list[str]:
+    """Every way ``results`` departs from the documented format (empty when it conforms)."""
+    problems = []
+
+    def check_fields(obj, allowed: dict, where: str) -> None:
+        for key, value in obj.items():
+            if key not in allowed:
+                problems.append(f"{where}: unknown field {key!r}")
+            elif isinstance(value, bool) or not isinstance(value, allowed[key]):
+                problems.append(f"{where}: {key} is a {type(value).__name__}")
+        for key in ("output_format", "test_output_format", "test_name_format", "name_format"):
+            if isinstance(obj.get(key), str) and obj[key] not in FORMATS:
+                problems.append(f"{where}: {key} {obj[key]!r} is not a format")
+        for key in ("visibility", "stdout_visibility"):
+            if isinstance(obj.get(key), str) and obj[key] not in VISIBILITIES:
+                problems.append(f"{where}: {key} {obj[key]!r} is not a visibility")
+
+    if not isinstance(results, dict):
+        return ["the results are not a JSON object"]
+    check_fields(results, TOP_LEVEL, "top level")
+    tests = results.get("tests", [])
+    # informational tests may go without a score (the documentation's "Test case status")
+    if "score" not in results and not any(isinstance(t, dict) and "score" in t for t in tests):
+        problems.append("no score, neither at the top level nor on a test")
+    for k, test in enumerate(tests if isinstance(tests, list) else []):
+        if not isinstance(test, dict):
+            problems.append(f"tests[{k}] is not an object")
+            continue
+        check_fields(test, TEST_FIELDS, f"tests[{k}]")
+        if test.get("status") not in (None, "passed", "failed"):
+            problems.append(f"tests[{k}]: status {test['status']!r}")
+        if not all(isinstance(tag, str) for tag in test.get("tags", [])):
+            problems.append(f"tests[{k}]: a tag that is not a string")
+    return problems
+
+
+def assert_gradescope_results(results) -> None:
+    """The documented format, and what npcbam promises on top of it: every test has a name,
+    number, score, max_score, status and output, and the top-level score is their total."""
+    assert gradescope_problems(results) == []
+    for test in results["tests"]:
+        assert {"name", "number", "score", "max_score", "status", "output"} <= set(test)
+        assert 0 <= test["score"] <= test["max_score"]
+        assert test["status"] == ("passed" if test["score"] == test["max_score"] else "failed")
+    assert results["score"] == sum(test["score"] for test in results["tests"])
+    assert isinstance(results["execution_time"], NUMBER) and results["execution_time"] >= 0

@@ -15,7 +15,7 @@ from npcbam.exercises.grade import format_submission, grade_submission
 from npcbam.exercises.runner import BAD_RETURN, EXCEPTION, TIMEOUT
 from npcbam.exercises.sandbox import OUTPUT_CAP, SubprocessRunner
 
-LIMIT = 2.0  # seconds: each test's loops are stopped after this (and killed 2 s later)
+LIMIT = 1.0  # seconds: each test's loops are stopped after this (and killed 2 s later)
 
 DOUBLE = "def double(x):\n    return 2 * x\n"
 RELU = "def relu_backward(dh, p):\n    return dh * (p > 0)\n"

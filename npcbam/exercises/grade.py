@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,6 +88,7 @@ def grade_submission(
     timeout: float = DEFAULT_TIMEOUT,
     exercises: Mapping | None = None,
     evaluate: Callable | None = None,
+    runner: SubprocessRunner | None = None,
 ) -> SubmissionGrade:
     """Grade one submission file.
 
@@ -103,6 +104,8 @@ def grade_submission(
     exercises, evaluate : optional
         The registry and the checker (default: :data:`npcbam.exercises.EXERCISES` and
         :func:`npcbam.exercises.evaluate`); tests give their own.
+    runner : SubprocessRunner, optional
+        The submission's runner, if already started (:func:`grade_all`); closed here.
 
     Returns
     -------
@@ -120,7 +123,7 @@ def grade_submission(
     numbers = {name: i for i, name in enumerate(exercises, start=1)}
     graded = SubmissionGrade(path)
     start = time.perf_counter()
-    with SubprocessRunner(path, timeout=timeout) as runner:
+    with runner or SubprocessRunner(path, timeout=timeout) as runner:
         for name in names:
             exercise = exercises[name]
             try:
@@ -149,6 +152,34 @@ def grade_submission(
     return graded
 
 
+def grade_all(
+    paths: list[Path], chosen: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> Iterator[SubmissionGrade]:
+    """Grade each file in turn on the real exercises, yielding as each is done.
+
+    The next file's process is started before the current one is graded, so that its loading
+    (importing, running its cells) overlaps the current grading; one extra process at most.
+    """
+    from npcbam.exercises import EXERCISES
+
+    started: dict[int, SubprocessRunner] = {}
+
+    def start(i: int) -> None:
+        if i < len(paths) and i not in started:
+            started[i] = SubprocessRunner(paths[i], timeout=timeout)
+            started[i].start()
+
+    try:
+        for i, path in enumerate(paths):
+            start(i)
+            start(i + 1)
+            names = exercises_for(path, EXERCISES, chosen)
+            yield grade_submission(path, names, timeout=timeout, runner=started.pop(i))
+    finally:
+        for runner in started.values():  # stopped early (an interrupt)
+            runner.close()
+
+
 # --- the report ---------------------------------------------------------------------------
 
 
@@ -158,7 +189,7 @@ def format_submission(graded: SubmissionGrade) -> str:
     width = max([len("exercise"), *(len(g.name) for g in graded.grades)])
     lines = [
         f"{graded.path.name}: {graded.score} of {graded.points} points "
-        f"({len(graded.grades)} exercises, {graded.seconds:.1f} s)",
+        f"({_count(len(graded.grades), 'exercise')}, {graded.seconds:.1f} s)",
         "",
         f"  {'#':>2}  {'exercise':<{width}}  points  score  status",
     ]
@@ -174,6 +205,10 @@ def format_submission(graded: SubmissionGrade) -> str:
         if g.status != PASSED:
             lines += ["", g.report]
     return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def gradescope_results(graded: list[SubmissionGrade]) -> dict:
@@ -271,10 +306,9 @@ def _grade(args) -> int:
     if unknown:
         raise ValueError(f"unknown exercise {unknown[0]!r}; known: {', '.join(EXERCISES)}")
     graded = []
-    for path in paths:
-        names = exercises_for(path, EXERCISES, args.exercise)
-        graded.append(grade_submission(path, names, timeout=args.timeout))
-        print(format_submission(graded[-1]), end="\n\n", flush=True)
+    for submission in grade_all(paths, args.exercise, timeout=args.timeout):
+        graded.append(submission)
+        print(format_submission(submission), end="\n\n", flush=True)
     if len(graded) > 1:
         score, points = sum(s.score for s in graded), sum(s.points for s in graded)
         print(f"All {len(graded)} submissions: {score} of {points} points")

@@ -86,6 +86,7 @@ class SubprocessRunner(Runner):
         self.output = ""
         self.starts = 0
         self._process: subprocess.Popen | None = None
+        self._ready = False  # the process has loaded the submission and waits for requests
         self._messages: queue.Queue = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._directory: str | None = None
@@ -157,13 +158,20 @@ class SubprocessRunner(Runner):
 
     # --- loading --------------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Start the process now, so that the submission loads while this process does
+        something else (:meth:`run` waits for the loading to end)."""
+        if self._process is None and self.unloadable is None:
+            self._start()
+
     def _loaded(self) -> bool:
         """Make sure a process with the submission loaded is running; False if impossible."""
-        while self.unloadable is None and self._process is None:
+        while self.unloadable is None and not self._ready:
             if len(self.skipped) > MAX_LOAD_RESTARTS:
-                self.unloadable = "the submission could not be loaded: " + "; ".join(self.problems)
+                lost = [self.skipped[k] for k in sorted(self.skipped)]
+                self.unloadable = "its process was lost while loading: " + "; ".join(lost)
                 break
-            self._start()
+            self.start()
             self._load()
         return self.unloadable is None
 
@@ -180,6 +188,7 @@ class SubprocessRunner(Runner):
             elif "loaded" in header:
                 skipped = [self.skipped[k] for k in sorted(self.skipped)]
                 self.problems = skipped + list(header["loaded"]["problems"])
+                self._ready = True
                 return
             elif "unreadable" in header:
                 self.unloadable = str(header["unreadable"])
@@ -276,6 +285,7 @@ class SubprocessRunner(Runner):
         so its id cannot have been reused; a process that already ended keeps its exit status.
         """
         process, self._process = self._process, None
+        self._ready = False
         if process is None:
             return "not running"
         _kill(process)
