@@ -124,7 +124,7 @@ def test_bad_weight_file_gives_one_clear_error(tmp_path, kind):
 
 
 def test_missing_file_is_an_os_error_naming_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing.npz"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.npz"):
         read_weights(tmp_path / "missing.npz")
 
 

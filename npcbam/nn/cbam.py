@@ -5,13 +5,63 @@ from __future__ import annotations
 
 import numpy as np
 
-from npcbam._checks import require_finite
-from npcbam.nn.channel_attention import ChannelAttention
+from npcbam._checks import require_bool, require_finite, require_int
+from npcbam.nn.channel_attention import ChannelAttention, check_pool_types, hidden_width
+from npcbam.nn.init import require_size, rng_from_seed
 from npcbam.nn.module import Module, check_feature_map
-from npcbam.nn.spatial_attention import SpatialAttention
+from npcbam.nn.spatial_attention import (
+    OFFICIAL_BN_MOMENTUM,
+    SpatialAttention,
+    check_descriptor,
+    check_momentum,
+    check_pool_order,
+)
 from npcbam.ops.gating import gate_backward, gate_forward
+from npcbam.ops.pooling import check_ties
 
 ARRANGEMENTS = ("channel-spatial", "spatial-channel", "parallel")
+
+
+def check_arrangement(arrangement, name: str = "arrangement") -> str:
+    if not isinstance(arrangement, str) or arrangement not in ARRANGEMENTS:
+        raise ValueError(f"{name}={arrangement!r}; expected one of {ARRANGEMENTS}")
+    return arrangement
+
+
+def _check_optional(check):
+    """``check`` applied unless the value is None (an option's "not given")."""
+    return lambda value, name: None if value is None else check(value, name)
+
+
+# CBAM's keyword options and the check of each (value, name) -> the value as CBAM uses it; the
+# blocks and networks that pass these options on check them here, under the same names
+OPTION_CHECKS = {
+    "arrangement": check_arrangement,
+    "pool_types": check_pool_types,
+    "spatial_descriptor": check_descriptor,
+    "spatial_batchnorm": require_bool,
+    "mlp_bias": require_bool,
+    "spatial_bn_momentum": _check_optional(check_momentum),
+    "spatial_pool_order": check_pool_order,
+    "hidden": _check_optional(require_size),
+    "max_ties": lambda value, name: check_ties(value),
+}
+
+
+def check_options(options: dict) -> dict:
+    """CBAM's keyword ``options``, each checked under its own name (unknown names are left to
+    the caller, which says what it accepts); ``spatial_bn_momentum`` needs
+    ``spatial_batchnorm=True``."""
+    checked = {
+        name: OPTION_CHECKS[name](value, name) if name in OPTION_CHECKS else value
+        for name, value in options.items()
+    }
+    if checked.get("spatial_bn_momentum") is not None and not checked.get("spatial_batchnorm"):
+        raise ValueError(
+            f"spatial_bn_momentum={checked['spatial_bn_momentum']!r} needs "
+            "spatial_batchnorm=True (without it there is no spatial BatchNorm)"
+        )
+    return checked
 
 
 class CBAM(Module):
@@ -48,9 +98,25 @@ class CBAM(Module):
     spatial_descriptor : {"pool", "conv"}
         Max and mean over channels (default), or a learned 1×1 convolution C -> 1.
     spatial_batchnorm : bool
-        Spatial convolution (no bias) -> BatchNorm2d -> sigmoid, as the official code.
+        Spatial convolution (no bias) -> BatchNorm2d -> sigmoid, as the official code and timm.
     mlp_bias : bool
         Biases in the shared MLP's two layers.
+    spatial_bn_momentum : float, optional
+        The spatial BatchNorm's running-statistics momentum in [0, 1] (only with
+        ``spatial_batchnorm``). Default 0.01, the official code's (as :class:`OfficialCBAM`);
+        timm's ``CbamModule`` keeps PyTorch's 0.1.
+    spatial_pool_order : ("max", "avg") or ("avg", "max")
+        Channel order of the pooled maps fed to the spatial convolution: (max, mean) in seed
+        code 1 and the official code (default), (mean, max) in timm.
+    hidden : int, optional
+        The shared MLP's hidden width, overriding ``channels // reduction``; for timm's
+        ``CbamModule``, whose width is ``C / 16`` rounded to a multiple of a divisor (with
+        ``rd_channels`` given, that number), pass timm's width here.
+    max_ties : {"first", "split"}
+        How both max poolings (over H×W and over channels) share a tie's gradient: all to the
+        first maximum (default; ``AdaptiveMaxPool2d`` and ``torch.max(dim)`` of the seed and
+        the official code) or evenly among the tied maxima (``torch.amax``, current timm).
+        Away from exact ties both give the same gradients.
 
     Attributes
     ----------
@@ -89,23 +155,53 @@ class CBAM(Module):
         spatial_descriptor: str = "pool",
         spatial_batchnorm: bool = False,
         mlp_bias: bool = False,
+        spatial_bn_momentum: float | None = None,
+        spatial_pool_order: tuple[str, str] = ("max", "avg"),
+        hidden: int | None = None,
+        max_ties: str = "first",
     ):
         super().__init__()
-        if arrangement not in ARRANGEMENTS:
-            raise ValueError(f"arrangement={arrangement!r}; expected one of {ARRANGEMENTS}")
-        self.arrangement = arrangement
-        rng = np.random.default_rng(seed)
-        self.channel_attention = ChannelAttention(
-            channels, reduction, seed=rng, pool_types=pool_types, bias=mlp_bias
+        channels = require_size(channels, "channels")
+        reduction = require_int(reduction, "reduction", 1)
+        kernel_size = require_size(kernel_size, "kernel_size")
+        options = check_options(
+            {
+                "arrangement": arrangement,
+                "pool_types": pool_types,
+                "spatial_descriptor": spatial_descriptor,
+                "spatial_batchnorm": spatial_batchnorm,
+                "mlp_bias": mlp_bias,
+                "spatial_bn_momentum": spatial_bn_momentum,
+                "spatial_pool_order": spatial_pool_order,
+                "hidden": hidden,
+                "max_ties": max_ties,
+            }
         )
+        if options["hidden"] is None:
+            hidden = hidden_width(channels, reduction)
+        rng = rng_from_seed(seed)
+        self.arrangement = options["arrangement"]
+        self.channel_attention = ChannelAttention(
+            channels,
+            reduction,
+            seed=rng,
+            hidden=hidden,
+            pool_types=options["pool_types"],
+            bias=options["mlp_bias"],
+            max_ties=options["max_ties"],
+        )
+        momentum = options["spatial_bn_momentum"]
         self.spatial_attention = SpatialAttention(
             kernel_size,
             seed=rng,
-            descriptor=spatial_descriptor,
-            channels=channels if spatial_descriptor == "conv" else None,
-            batchnorm=spatial_batchnorm,
+            pool_order=options["spatial_pool_order"],
+            descriptor=options["spatial_descriptor"],
+            channels=channels if options["spatial_descriptor"] == "conv" else None,
+            batchnorm=options["spatial_batchnorm"],
+            bn_momentum=OFFICIAL_BN_MOMENTUM if momentum is None else momentum,
+            max_ties=options["max_ties"],
         )
-        self.channels, self.reduction = int(channels), int(reduction)
+        self.channels, self.reduction = channels, reduction
         self.kernel_size = self.spatial_attention.kernel_size
         # the seed's CBAM holds mlp.* and conv.* directly: no prefix on either child's names
         self.register_child("", self.channel_attention, path="channel_attention")

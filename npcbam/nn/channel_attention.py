@@ -7,13 +7,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from npcbam._checks import require_finite, require_int
-from npcbam.nn.init import default_bias, default_weight
+from npcbam._checks import require_bool, require_finite, require_int
+from npcbam.nn.init import default_bias, default_weight, require_size, rng_from_seed
 from npcbam.nn.module import Module, check_feature_map
 from npcbam.ops.activations import SigmoidCache, sigmoid_backward, sigmoid_forward
 from npcbam.ops.gating import GateCache, gate_backward, gate_forward
 from npcbam.ops.mlp import SharedMLPCache, shared_mlp_backward, shared_mlp_forward
 from npcbam.ops.pooling import (
+    check_ties,
     global_avg_pool_backward,
     global_avg_pool_forward,
     global_max_pool_backward,
@@ -41,18 +42,35 @@ def pool_ops(kind: str):
     }[kind]
 
 
-def check_pool_types(pool_types) -> tuple[str, ...]:
+def check_pool_types(pool_types, name: str = "pool_types") -> tuple[str, ...]:
     """``pool_types`` as a tuple: non-empty, known names, no repeats; else ``ValueError``."""
     if isinstance(pool_types, str):
         pool_types = (pool_types,)
-    pool_types = tuple(pool_types)
-    unknown = [kind for kind in pool_types if kind not in POOL_TYPES]
+    try:
+        pool_types = tuple(pool_types)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a sequence of names from {POOL_TYPES}, got {pool_types!r}"
+        ) from None
+    unknown = [kind for kind in pool_types if not isinstance(kind, str) or kind not in POOL_TYPES]
     if not pool_types or unknown or len(set(pool_types)) != len(pool_types):
         raise ValueError(
-            f"pool_types={pool_types!r}; expected a non-empty combination without repeats of "
+            f"{name}={pool_types!r}; expected a non-empty combination without repeats of "
             f"{POOL_TYPES}" + (f" (unknown: {unknown})" if unknown else "")
         )
     return pool_types
+
+
+def check_layer_names(layer_names, count: int, name: str = "layer_names") -> tuple[str, ...]:
+    """``layer_names`` as a tuple of ``count`` distinct non-empty strings, else an error."""
+    if isinstance(layer_names, str) or not isinstance(layer_names, (tuple, list)):
+        raise TypeError(f"{name} must be a tuple of {count} strings, got {layer_names!r}")
+    names = tuple(layer_names)
+    if len(names) != count or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"{name}={names!r}; expected {count} non-empty strings")
+    if len(set(names)) != count:
+        raise ValueError(f"{name}={names!r} repeats a name; each layer needs its own")
+    return names
 
 
 class ChannelMapCache(NamedTuple):
@@ -67,14 +85,17 @@ class ChannelAttentionCache(NamedTuple):
     gate_cache: GateCache
 
 
-def hidden_width(channels: int, reduction: int) -> int:
-    """The shared MLP's hidden width ``channels // reduction`` (seed code 1), checked >= 1."""
-    channels = require_int(channels, "channels", 1)
-    reduction = require_int(reduction, "reduction", 1)
+def hidden_width(channels: int, reduction: int, names=("channels", "reduction")) -> int:
+    """The shared MLP's hidden width ``channels // reduction`` (seed code 1), checked >= 1;
+    ``names`` are the two arguments as the caller spells them."""
+    channels_name, reduction_name = names
+    channels = require_size(channels, channels_name)
+    reduction = require_int(reduction, reduction_name, 1)
     if channels // reduction == 0:
         raise ValueError(
-            f"channels // reduction = {channels} // {reduction} = 0: the shared MLP would have "
-            f"no hidden units; use reduction <= {channels} (or more channels)"
+            f"{channels_name} // {reduction_name} = {channels} // {reduction} = 0: the shared "
+            f"MLP would have no hidden units; use {reduction_name} <= {channels} (or more "
+            "channels)"
         )
     return channels // reduction
 
@@ -99,7 +120,8 @@ class ChannelAttention(Module):
     seed : int, numpy Generator or None
         Source of the PyTorch-default initialisation.
     hidden : int, optional
-        The hidden width, overriding ``C // r`` (seed code 2 uses ``int(C * r)`` with r < 1).
+        The hidden width, overriding ``C // r`` (seed code 2 uses ``int(C * r)`` with r < 1;
+        timm rounds ``C / 16`` to the nearest multiple of a divisor).
     bias : bool
         Give both MLP layers a bias (seed code 2; code 1 has none).
     layer_names : (str, str)
@@ -111,6 +133,11 @@ class ChannelAttention(Module):
         The global poolings whose MLP outputs are summed (the paper's: avg and max). "lp" is
         L2 pooling, "lse" log-sum-exp (:mod:`npcbam.ops.smooth_pooling`), as in the official
         code.
+    max_ties : {"first", "split"}
+        How the global max pooling's backward shares a tie's gradient: all to the first
+        maximum (default; ``AdaptiveMaxPool2d`` and ``max_pool2d`` of the seed and the official
+        code) or evenly among the tied maxima (``torch.amax``, timm). See
+        :mod:`npcbam.ops.pooling`.
 
     Attributes
     ----------
@@ -134,18 +161,24 @@ class ChannelAttention(Module):
         layer_names: tuple[str, str] = ("mlp.0", "mlp.2"),
         conv_shaped: bool = True,
         pool_types=("avg", "max"),
+        max_ties: str = "first",
     ) -> None:
         super().__init__()
         self.pool_types = check_pool_types(pool_types)
+        self.max_ties = check_ties(max_ties)
         self._map_cache: ChannelMapCache | None = None
+        channels = require_size(channels, "channels")
+        reduction = require_int(reduction, "reduction", 1)
         if hidden is None:
             hidden = hidden_width(channels, reduction)
-        hidden = require_int(hidden, "hidden", 1)
-        self.channels, self.reduction = require_int(channels, "channels", 1), int(reduction)
-        self.hidden, self.has_bias = hidden, bool(bias)
+        hidden = require_size(hidden, "hidden")
+        bias, conv_shaped = require_bool(bias, "bias"), require_bool(conv_shaped, "conv_shaped")
+        layer_names = check_layer_names(layer_names, 2)
+        self.channels, self.reduction = channels, reduction
+        self.hidden, self.has_bias = hidden, bias
         # (W0, b0, W1, b1) names, e.g. ("mlp.0.weight", "mlp.0.bias", "mlp.2.weight", ...)
         self._names = tuple(f"{name}.{kind}" for name in layer_names for kind in ("weight", "bias"))
-        rng = np.random.default_rng(seed)
+        rng = rng_from_seed(seed)
         tail = (1, 1) if conv_shaped else ()  # 1x1 convolutions (code 1) or Linear (code 2)
         # PyTorch order: each layer's weight, then its bias, first layer first
         self.register_parameter(self._names[0], default_weight((hidden, channels, *tail), rng))
@@ -191,7 +224,11 @@ class ChannelAttention(Module):
             require_finite(x, "x")  # before a max or an exp meets a NaN or inf
         logits, pool_caches, mlp_caches = 0.0, [], []
         for kind in self.pool_types:
-            pooled, pool_cache = pool_ops(kind)[0](x)  # (N, C)
+            pool_forward = pool_ops(kind)[0]
+            if kind == "max":
+                pooled, pool_cache = pool_forward(x, ties=self.max_ties)  # (N, C)
+            else:
+                pooled, pool_cache = pool_forward(x)  # (N, C)
             if kind == "avg" and not pool_caches:
                 require_finite(x, "x", summary=pooled)  # a NaN or inf in x shows in its means
             out, mlp_cache = shared_mlp_forward(pooled, *weights)  # (N, C), shared weights

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from npcbam._checks import require_int
+from npcbam._checks import require_int, require_odd_kernel
 from npcbam.nn.activation import ReLU
 from npcbam.nn.batchnorm import BatchNorm2d
 from npcbam.nn.conv import Conv2d
+from npcbam.nn.init import require_size, rng_from_seed
 from npcbam.nn.linear import Linear
 from npcbam.nn.module import Module, check_feature_map
-from npcbam.nn.residual import ATTENTIONS, ResidualBlockCBAM
+from npcbam.nn.residual import ATTENTIONS, ResidualBlockCBAM, check_hidden_width
 from npcbam.nn.sequential import Sequential
 from npcbam.ops.pooling import global_avg_pool_backward, global_avg_pool_forward
 
@@ -56,15 +57,21 @@ class AttentionClassifier(Module):
         attention_options=None,
     ) -> None:
         super().__init__()
-        if attention not in ATTENTIONS:
+        if not isinstance(attention, str) or attention not in ATTENTIONS:
             raise ValueError(f"attention={attention!r}; expected one of {ATTENTIONS}")
-        widths = [require_int(w, "widths[i]", 1) for w in widths]
+        if isinstance(widths, str) or not hasattr(widths, "__iter__"):
+            raise TypeError(f"widths must be a sequence of block widths, got {widths!r}")
+        widths = [require_size(w, f"widths[{i}]") for i, w in enumerate(widths)]
         if not widths:
             raise ValueError("widths must name at least one block")
-        self.in_channels = require_int(in_channels, "in_channels", 1)
-        self.num_classes = require_int(num_classes, "num_classes", 2)
+        for i, width in enumerate(widths):
+            check_hidden_width(attention, width, reduction, attention_options, f"widths[{i}]")
+        if attention in ("cbam", "spatial"):
+            require_odd_kernel(require_size(kernel_size, "kernel_size"))
+        self.in_channels = require_size(in_channels, "in_channels")
+        self.num_classes = require_int(num_classes, "num_classes", 2, 2**24)
         self.attention = attention
-        rng = np.random.default_rng(seed)
+        rng = rng_from_seed(seed)
         self.stem = Sequential(
             Conv2d(in_channels, widths[0], 3, 1, 1, bias=False, seed=rng),
             BatchNorm2d(widths[0]),

@@ -6,9 +6,9 @@ import numbers
 
 import numpy as np
 
-from npcbam._checks import require_int
 from npcbam.nn.channel_attention import ChannelAttention
 from npcbam.nn.conv import Conv2d
+from npcbam.nn.init import MAX_SIZE, require_size, rng_from_seed
 from npcbam.nn.module import Module, check_feature_map
 from npcbam.nn.spatial_attention import SpatialAttention
 
@@ -46,25 +46,39 @@ class ConvCBAM(Module):
     (N, out, H, W).
 
     **Departure from the seed.** The seed repeats the spatial map over the *input* channel
-    count ``C`` (``Fs.repeat((1, C, 1, 1))``), which fails whenever ``in_channels !=
-    out_channels``; npcbam gates all ``out_channels`` channels, which is what the seed computes
-    whenever it runs.
+    count ``C`` (``Fs.repeat((1, C, 1, 1))``) and then relies on broadcasting, so (checked
+    with PyTorch 2.13):
+
+    * ``in_channels == out_channels``: it runs and computes what npcbam computes;
+    * ``in_channels == 1``: the map is not repeated and broadcasts over the ``out_channels``
+      channels: again npcbam's result;
+    * ``out_channels == 1`` (``in_channels > 1``): it runs, but returns (N, in_channels, H, W):
+      ``in_channels`` identical copies of npcbam's (N, 1, H, W) output;
+    * otherwise it fails (a size mismatch in ``torch.mul``).
+
+    npcbam gates all ``out_channels`` channels and returns (N, out_channels, H, W) in every
+    case.
     """
 
     def __init__(self, in_channels: int, out_channels: int, r: float = 0.5, seed=None) -> None:
         super().__init__()
         if isinstance(r, bool) or not isinstance(r, numbers.Real) or not 0 < r < np.inf:
             raise ValueError(f"r must be a positive finite number, got {r!r}")
-        out_channels = require_int(out_channels, "out_channels", 1)
+        out_channels = require_size(out_channels, "out_channels")
+        if out_channels * r > MAX_SIZE:  # before int(): a huge r would overflow it
+            raise ValueError(
+                f"r={r!r} gives a hidden width out_channels * r = {out_channels * r:.6g} above "
+                f"{MAX_SIZE}; use r <= {MAX_SIZE / out_channels:g}"
+            )
         hidden = int(out_channels * r)
         if hidden < 1:
             raise ValueError(
                 f"int(out_channels * r) = int({out_channels} * {r}) = {hidden}: the shared MLP "
                 f"would have no hidden units; use r >= {1 / out_channels:g}"
             )
-        self.in_channels = require_int(in_channels, "in_channels", 1)
+        self.in_channels = require_size(in_channels, "in_channels")
         self.out_channels, self.r = out_channels, float(r)
-        rng = np.random.default_rng(seed)
+        rng = rng_from_seed(seed)
         self.conv1 = Conv2d(in_channels, out_channels, 3, 1, 1, bias=True, seed=rng)
         self.channel_attention = ChannelAttention(
             out_channels,

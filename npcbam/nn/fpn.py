@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from npcbam._checks import require_int
+from npcbam._checks import require_odd_kernel
 from npcbam.nn.batchnorm import BatchNorm2d
 from npcbam.nn.conv import Conv2d, ConvTranspose2d
+from npcbam.nn.init import require_size, rng_from_seed
 from npcbam.nn.module import Module, check_feature_map
-from npcbam.nn.residual import ResidualBlockCBAM
+from npcbam.nn.residual import ResidualBlockCBAM, check_hidden_width
 from npcbam.nn.sequential import Sequential
 from npcbam.ops.gating import concat_backward, concat_forward
 
@@ -48,8 +49,10 @@ class ResnetFPN4CBAM(Module):
         self, num_channels: int, reduction: int = 16, kernel_size: int = 7, seed=None
     ) -> None:
         super().__init__()
-        c = self.num_channels = require_int(num_channels, "num_channels", 1)
-        rng = np.random.default_rng(seed)
+        c = self.num_channels = require_size(num_channels, "num_channels")
+        check_hidden_width("cbam", c, reduction, None, "num_channels")
+        require_odd_kernel(require_size(kernel_size, "kernel_size"))
+        rng = rng_from_seed(seed)
 
         def stage(c_in: int, c_out: int, stride: int, n_blocks: int) -> Sequential:
             layers = [Conv2d(c_in, c_out, 3, stride, 1, seed=rng), BatchNorm2d(c_out)]

@@ -55,8 +55,8 @@ class Module:
 
     * **A rejected call leaves the module exactly as it was.** The outermost ``forward``
       restores every buffer of the tree if anything raises (running statistics do not move);
-      the outermost ``backward`` of a container checks the whole ``dy`` before any child runs,
-      and restores every gradient of the tree if anything raises later.
+      the outermost ``backward`` checks the whole ``dy`` before anything runs, and restores
+      every gradient of the tree if anything raises later.
     * **The cache never aliases the caller's array.** The outermost ``forward`` works on a
       copy of ``x``: changing ``x`` in place between ``forward`` and ``backward`` does not
       change the gradients (PyTorch instead detects such a change and raises; a copy costs one
@@ -292,7 +292,7 @@ class Module:
                 stale = [m for _, m in self.named_modules() if m is not self or self._children]
                 for module in stale:
                     module._output_spec = None
-                self._note_failed_forward(error, stale + [self])
+                self._note_failed_forward(error, [*stale, self])
                 raise
             finally:
                 _forward_depth -= 1
@@ -311,8 +311,8 @@ class Module:
 
         ``dout`` is the gradient with respect to the last output (same shape). Parameter
         gradients are *added* to :attr:`grads` (call :meth:`zero_grad` between steps). A
-        rejected call changes no gradient anywhere in the tree: a container checks the whole
-        ``dy`` first, and the outermost call restores every gradient if anything raises later.
+        rejected call changes no gradient anywhere in the tree: the outermost call checks the
+        whole ``dy`` first, and restores every gradient if anything raises later.
         """
         if self._output_spec is None:
             if self._forward_error is not None:
@@ -333,8 +333,7 @@ class Module:
         global _backward_depth
         if _backward_depth:  # called by a container's backward: the outermost call guards
             return self._retain_and_backward(dout)
-        if self._children:
-            require_finite(dout, "dy")  # the caller's dy, whole, before any child accumulates
+        require_finite(dout, "dy")  # the caller's dy, whole, before anything accumulates
         saved = [(grad, grad.copy()) for _, grad in self._named("_grads")]
         retained = self._retained_snapshot()
         _backward_depth += 1

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from npcbam.nn.channel_attention import ChannelAttention
+from npcbam._checks import require_bool
+from npcbam.nn.channel_attention import ChannelAttention, check_pool_types, hidden_width
+from npcbam.nn.init import rng_from_seed
 from npcbam.nn.module import Module, check_feature_map
-from npcbam.nn.spatial_attention import SpatialAttention
+from npcbam.nn.spatial_attention import OFFICIAL_BN_MOMENTUM, SpatialAttention
 
 
 class OfficialCBAM(Module):
@@ -66,12 +68,15 @@ class OfficialCBAM(Module):
         seed=None,
     ) -> None:
         super().__init__()
-        rng = np.random.default_rng(seed)
+        hidden = hidden_width(gate_channels, reduction_ratio, ("gate_channels", "reduction_ratio"))
+        pool_types = check_pool_types(pool_types)
+        no_spatial = require_bool(no_spatial, "no_spatial")
+        rng = rng_from_seed(seed)
         self.channels = int(gate_channels)
         self.channel_gate = ChannelAttention(
-            gate_channels,
-            reduction_ratio,
+            self.channels,
             seed=rng,
+            hidden=hidden,
             bias=True,
             layer_names=("mlp.1", "mlp.3"),
             conv_shaped=False,
@@ -86,7 +91,7 @@ class OfficialCBAM(Module):
                 conv_name="spatial.conv",
                 batchnorm=True,
                 bn_name="spatial.bn",
-                bn_momentum=0.01,
+                bn_momentum=OFFICIAL_BN_MOMENTUM,
             )
             self.register_child("SpatialGate", self.spatial_gate)
 

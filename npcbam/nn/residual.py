@@ -7,14 +7,17 @@ shortcut is added.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from npcbam._checks import require_int
 from npcbam.nn.activation import ReLU
 from npcbam.nn.batchnorm import BatchNorm2d
-from npcbam.nn.cbam import CBAM
-from npcbam.nn.channel_attention import ChannelAttention
+from npcbam.nn.cbam import CBAM, check_options
+from npcbam.nn.channel_attention import ChannelAttention, hidden_width
 from npcbam.nn.conv import Conv2d
+from npcbam.nn.init import require_size, rng_from_seed
 from npcbam.nn.module import Module, check_feature_map
 from npcbam.nn.sequential import Sequential
 from npcbam.nn.spatial_attention import SpatialAttention
@@ -27,19 +30,35 @@ def make_attention(kind: str, channels: int, reduction: int, kernel_size: int, r
     channel or spatial attention alone under ``attention``, or ``(None, None)`` for none.
 
     ``options`` are :class:`CBAM`'s keyword options (``arrangement``, ``pool_types``,
-    ``spatial_descriptor``, ``spatial_batchnorm``, ``mlp_bias``); channel or spatial
-    attention alone takes the ones that concern it.
+    ``spatial_descriptor``, ``spatial_batchnorm``, ``mlp_bias``, ``spatial_bn_momentum``,
+    ``spatial_pool_order``, ``hidden``, ``max_ties``), checked under these names; channel or
+    spatial attention alone takes the ones that concern it.
     """
-    options = dict(options or {})
+    if options is None:
+        options = {}
+    if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
+        raise TypeError(
+            "attention_options must be a dict of CBAM keyword options (name -> value), got "
+            f"{options!r}"
+        )
+    options = check_options(dict(options))
     if kind == "cbam":
         return CBAM(channels, reduction, kernel_size, seed=rng, **options), "cbam"
     if kind == "channel":
-        allowed = {"pool_types": "pool_types", "mlp_bias": "bias"}
-        mapped = _translate(options, allowed, kind)
+        allowed = {"pool_types": "pool_types", "mlp_bias": "bias", "hidden": "hidden"}
+        mapped = _translate(options, {**allowed, "max_ties": "max_ties"}, kind)
         return ChannelAttention(channels, reduction, seed=rng, **mapped), "attention"
     if kind == "spatial":
-        allowed = {"spatial_descriptor": "descriptor", "spatial_batchnorm": "batchnorm"}
+        allowed = {
+            "spatial_descriptor": "descriptor",
+            "spatial_batchnorm": "batchnorm",
+            "spatial_bn_momentum": "bn_momentum",
+            "spatial_pool_order": "pool_order",
+            "max_ties": "max_ties",
+        }
         mapped = _translate(options, allowed, kind)
+        if mapped.get("bn_momentum", 0) is None:  # not given: SpatialAttention's default
+            del mapped["bn_momentum"]
         if mapped.get("descriptor") == "conv":
             mapped["channels"] = channels
         return SpatialAttention(kernel_size, seed=rng, **mapped), "attention"
@@ -57,6 +76,18 @@ def _translate(options: dict, allowed: dict, kind: str) -> dict:
             f"attention={kind!r} does not take option(s) {unknown}; it takes {sorted(allowed)}"
         )
     return {allowed[name]: value for name, value in options.items()}
+
+
+def check_hidden_width(
+    attention: str, channels: int, reduction, options, channels_name="out_channels"
+):
+    """With channel attention and no explicit ``hidden`` option: ``channels // reduction``
+    must be >= 1; the error names ``channels_name`` and ``reduction`` as the caller spells
+    them."""
+    require_int(reduction, "reduction", 1)
+    explicit = isinstance(options, Mapping) and options.get("hidden") is not None
+    if attention in ("cbam", "channel") and not explicit:
+        hidden_width(channels, reduction, (channels_name, "reduction"))
 
 
 class ResidualBlockCBAM(Module):
@@ -115,10 +146,13 @@ class ResidualBlockCBAM(Module):
         attention_options=None,
     ) -> None:
         super().__init__()
-        self.in_channels = require_int(in_channels, "in_channels", 1)
-        self.out_channels = require_int(out_channels, "out_channels", 1)
-        self.stride = require_int(stride, "stride", 1)
-        rng = np.random.default_rng(seed)
+        self.in_channels = require_size(in_channels, "in_channels")
+        self.out_channels = require_size(out_channels, "out_channels")
+        self.stride = require_size(stride, "stride")
+        if not isinstance(attention, str) or attention not in ATTENTIONS:
+            raise ValueError(f"attention={attention!r}; expected one of {ATTENTIONS}")
+        check_hidden_width(attention, out_channels, reduction, attention_options)
+        rng = rng_from_seed(seed)
         self.conv1 = Conv2d(in_channels, out_channels, 3, stride, 1, bias=False, seed=rng)
         self.bn1 = BatchNorm2d(out_channels)
         self.relu1 = ReLU()

@@ -3,13 +3,14 @@ r"""Spatial attention ("where"): which positions matter, from channel-pooled map
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import numpy as np
 
-from npcbam._checks import require_finite, require_int, require_odd_kernel
+from npcbam._checks import require_bool, require_finite, require_odd_kernel
 from npcbam.nn.batchnorm import BatchNorm2d
-from npcbam.nn.init import default_bias, default_weight
+from npcbam.nn.init import default_bias, default_weight, require_size, rng_from_seed
 from npcbam.nn.module import Module, check_feature_map
 from npcbam.ops.activations import SigmoidCache, sigmoid_backward, sigmoid_forward
 from npcbam.ops.conv import Conv2dCache, conv2d_backward, conv2d_forward
@@ -25,6 +26,7 @@ from npcbam.ops.pooling import (
     channel_avg_pool_forward,
     channel_max_pool_backward,
     channel_max_pool_forward,
+    check_ties,
 )
 
 
@@ -42,6 +44,44 @@ class SpatialAttentionCache(NamedTuple):
 
 
 DESCRIPTORS = ("pool", "conv")
+POOL_ORDERS = (("max", "avg"), ("avg", "max"))
+# BatchNorm momentum of the spatial gate in the official code (Jongchan/attention-module,
+# MODELS/cbam.py: BasicConv's BatchNorm2d(momentum=0.01)); timm keeps PyTorch's 0.1
+OFFICIAL_BN_MOMENTUM = 0.01
+
+
+def check_pool_order(pool_order, name: str = "pool_order") -> tuple[str, str]:
+    """``pool_order`` as ("max", "avg") or ("avg", "max"), else ``ValueError`` naming it."""
+    order = tuple(pool_order) if isinstance(pool_order, (tuple, list)) else None
+    if order not in POOL_ORDERS:
+        raise ValueError(
+            f"{name}={pool_order!r}; expected ('max', 'avg') (seed code 1, the official code) "
+            "or ('avg', 'max') (seed code 2, timm)"
+        )
+    return order
+
+
+def check_descriptor(descriptor, name: str = "descriptor") -> str:
+    """``descriptor`` if it is one of :data:`DESCRIPTORS`, else ``ValueError`` naming it."""
+    if not isinstance(descriptor, str) or descriptor not in DESCRIPTORS:
+        raise ValueError(f"{name}={descriptor!r}; expected one of {DESCRIPTORS}")
+    return descriptor
+
+
+def check_momentum(momentum, name: str) -> float:
+    """A BatchNorm momentum in [0, 1], else ``ValueError`` naming ``name``."""
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
+        raise ValueError(f"{name} must be a number in [0, 1], got {momentum!r}")
+    if not 0 <= momentum <= 1:
+        raise ValueError(f"{name} must be a number in [0, 1], got {momentum!r}")
+    return float(momentum)
+
+
+def check_state_name(value, name: str) -> str:
+    """A state-dict name for a layer: a non-empty string, else an error naming ``name``."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    return value
 
 
 class SpatialAttention(Module):
@@ -82,7 +122,12 @@ class SpatialAttention(Module):
     bn_name : str
         State-dict prefix of that BatchNorm.
     bn_momentum : float
-        Its running-statistics momentum (the official code uses 0.01).
+        Its running-statistics momentum, in [0, 1]: 0.01 by default, the official code's
+        (timm keeps PyTorch's 0.1).
+    max_ties : {"first", "split"}
+        How the max over channels shares a tie's gradient: all to the first maximal channel
+        (default; ``torch.max(dim)`` of the seed and the official code) or evenly among the
+        tied channels (``torch.amax``, timm). See :mod:`npcbam.ops.pooling`.
 
     Attributes
     ----------
@@ -108,17 +153,18 @@ class SpatialAttention(Module):
         channels: int | None = None,
         batchnorm: bool = False,
         bn_name: str = "bn",
-        bn_momentum: float = 0.1,
+        bn_momentum: float = OFFICIAL_BN_MOMENTUM,
+        max_ties: str = "first",
     ) -> None:
         super().__init__()
-        self.kernel_size = require_odd_kernel(kernel_size)
-        if tuple(pool_order) not in (("max", "avg"), ("avg", "max")):
-            raise ValueError(
-                f"pool_order={pool_order!r}; expected ('max', 'avg') (seed code 1) or "
-                "('avg', 'max') (seed code 2)"
-            )
-        if descriptor not in DESCRIPTORS:
-            raise ValueError(f"descriptor={descriptor!r}; expected one of {DESCRIPTORS}")
+        self.kernel_size = require_odd_kernel(require_size(kernel_size, "kernel_size"))
+        pool_order = check_pool_order(pool_order)
+        descriptor = check_descriptor(descriptor)
+        bias, batchnorm = require_bool(bias, "bias"), require_bool(batchnorm, "batchnorm")
+        conv_name = check_state_name(conv_name, "conv_name")
+        bn_name = check_state_name(bn_name, "bn_name")
+        bn_momentum = check_momentum(bn_momentum, "bn_momentum")
+        self.max_ties = check_ties(max_ties)
         if descriptor == "conv" and channels is None:
             raise ValueError("descriptor='conv' (a learned 1x1 conv C -> 1) needs channels=C")
         if batchnorm and bias:
@@ -126,11 +172,11 @@ class SpatialAttention(Module):
                 "bias=True with batchnorm=True: BatchNorm subtracts the batch mean, which "
                 "removes a conv bias; use one or the other"
             )
-        self.max_first = tuple(pool_order) == ("max", "avg")
-        self.descriptor, self.has_bias = descriptor, bool(bias)
-        self.channels = None if channels is None else require_int(channels, "channels", 1)
+        self.max_first = pool_order == ("max", "avg")
+        self.descriptor, self.has_bias = descriptor, bias
+        self.channels = None if channels is None else require_size(channels, "channels")
         self._weight_name, self._bias_name = f"{conv_name}.weight", f"{conv_name}.bias"
-        rng = np.random.default_rng(seed)
+        rng = rng_from_seed(seed)
         in_maps = 2 if descriptor == "pool" else 1
         if descriptor == "conv":
             shape = (1, self.channels, 1, 1)
@@ -155,7 +201,7 @@ class SpatialAttention(Module):
             weight = self.param_as("descriptor.weight", x.dtype)  # (1, C, 1, 1)
             pooled, conv_cache = conv2d_forward(x, weight)  # (N, 1, H, W)
             return pooled, (conv_cache,)
-        mx, max_cache = channel_max_pool_forward(x)  # (N, 1, H, W)
+        mx, max_cache = channel_max_pool_forward(x, ties=self.max_ties)  # (N, 1, H, W)
         avg, avg_cache = channel_avg_pool_forward(x)  # (N, 1, H, W)
         require_finite(x, "x", summary=avg)  # a NaN or inf anywhere in x shows in its means
         parts = [mx, avg] if self.max_first else [avg, mx]
