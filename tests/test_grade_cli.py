@@ -47,11 +47,11 @@ def test_the_table_and_the_feedback_of_what_failed(tmp_path, tiny_registry, caps
 
 
 def test_a_file_is_graded_on_its_notebooks_exercises_or_on_all(tmp_path, tiny_registry, capsys):
-    named = write_py(tmp_path, "bob_exB_more.py", CORRECT)
+    named = write_py(tmp_path, "bob_EXB_more.py", CORRECT)  # the name, in any case
     other = write_py(tmp_path, "bob.py", CORRECT)
     assert main(["grade", str(named), str(other)]) == 0
     out = capsys.readouterr().out
-    assert "bob_exB_more.py: 3 of 3 points (1 exercise, " in out
+    assert "bob_EXB_more.py: 3 of 3 points (1 exercise, " in out
     assert "bob.py: 6 of 6 points (3 exercises, " in out
     assert out.rstrip().endswith("All 2 submissions: 9 of 9 points")
     assert main(["grade", str(other), "--exercise", "relu", "--exercise", "double"]) == 0
@@ -70,6 +70,10 @@ def test_a_file_is_graded_on_its_notebooks_exercises_or_on_all(tmp_path, tiny_re
         (
             ["{dir}/ok.py", "--timeout", "0"],
             "--timeout must be a positive number of seconds, got 0.0",
+        ),
+        (
+            ["{dir}/ok.py", "--timeout", "nan"],
+            "--timeout must be a positive number of seconds, got nan",
         ),
     ],
 )

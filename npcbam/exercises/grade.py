@@ -10,8 +10,9 @@ its own (:class:`~npcbam.exercises.sandbox.SubprocessRunner`) and checked on its
 process. Which exercises a file is graded on:
 
 * ``--exercise NAME`` (repeatable): those;
-* otherwise, a file whose name contains an exercise notebook's name (``ex03_pooling.ipynb``,
-  ``alice_ex03_pooling.ipynb``) is graded on that notebook's exercises;
+* otherwise, a file whose name contains an exercise notebook's name, in any case
+  (``ex03_pooling.ipynb``, ``alice_EX03_pooling.ipynb``), is graded on that notebook's
+  exercises;
 * any other file (``solutions.py``) on every exercise.
 
 The output is one score table per submission (exercise, points, score, status), the feedback of
@@ -31,6 +32,7 @@ grade a class locally, run one ``npcbam grade`` per student.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -78,7 +80,10 @@ def exercises_for(path: Path, exercises: Mapping, chosen: list[str] | None = Non
     """The names of the exercises ``path`` is graded on (see the module docstring)."""
     if chosen:
         return [name for name in exercises if name in chosen]
-    matching = [name for name, ex in exercises.items() if ex.notebook and ex.notebook in path.stem]
+    stem = path.stem.lower()
+    matching = [
+        name for name, ex in exercises.items() if ex.notebook and ex.notebook.lower() in stem
+    ]
     return matching or list(exercises)
 
 
@@ -300,7 +305,7 @@ def _grade(args) -> int:
             raise ValueError(f"{path}: expected a .ipynb notebook or a .py file")
         if not path.is_file():
             raise ValueError(f"{path}: no such file")
-    if not args.timeout > 0:
+    if not 0 < args.timeout < math.inf:
         raise ValueError(f"--timeout must be a positive number of seconds, got {args.timeout}")
     unknown = [name for name in args.exercise or [] if name not in EXERCISES]
     if unknown:

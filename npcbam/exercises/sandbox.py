@@ -3,9 +3,9 @@ r"""The grader's runner: a submission's functions called in a process of their o
 :class:`SubprocessRunner` starts one worker process per submission
 (``python -m npcbam.exercises.worker``, see :mod:`npcbam.exercises.worker` for what it does),
 in a fresh temporary directory, with ``NPCBAM_GRADING=1`` (so the notebook's own ``check(...)``
-cells do nothing) and ``MPLBACKEND=Agg``. It sends each batch of argument tuples over a pipe
-(:mod:`npcbam.exercises.wire`: JSON and ``.npy``, never pickle) and reads one
-:class:`~npcbam.exercises.runner.Call` per tuple.
+cells do nothing), ``MPLBACKEND=Agg`` and one BLAS thread (unless set otherwise). It sends
+each batch of argument tuples over a pipe (:mod:`npcbam.exercises.wire`: JSON and ``.npy``,
+never pickle) and reads one :class:`~npcbam.exercises.runner.Call` per tuple.
 
 Time limits are kept twice: inside the worker by an alarm (a looping cell or call is stopped and
 the worker carries on), and here by a deadline (``timeout`` plus a grace period) after which the
@@ -25,6 +25,7 @@ megabytes cannot block it, and only its first :data:`OUTPUT_CAP` characters are 
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import shutil
@@ -45,6 +46,9 @@ GRACE = 2.0  # seconds past the worker's own limit before it is killed
 STARTUP = 60.0  # seconds for the interpreter to start and import numpy and npcbam
 MAX_LOAD_RESTARTS = 5
 OUTPUT_CAP = 20_000
+# Exercise-sized arrays gain nothing from BLAS threads, and idle ones spinning next to the
+# grader's own process slow both down on a small machine.
+BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class SubprocessRunner(Runner):
@@ -76,8 +80,8 @@ class SubprocessRunner(Runner):
     """
 
     def __init__(self, path: str | Path, timeout: float = DEFAULT_TIMEOUT):
-        if timeout <= 0:
-            raise ValueError(f"timeout must be positive, got {timeout}")
+        if not 0 < timeout < math.inf:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
         self.path = Path(path).resolve()
         self.timeout = float(timeout)
         self.skipped: dict[int, str] = {}  # unit index -> why it is not run any more
@@ -214,6 +218,8 @@ class SubprocessRunner(Runner):
         if self._directory is None:
             self._directory = tempfile.mkdtemp(prefix="npcbam-grade-")
         env = dict(os.environ, NPCBAM_GRADING="1", MPLBACKEND="Agg", PYTHONIOENCODING="utf-8")
+        for name in BLAS_THREADS:  # one BLAS thread, unless the teacher asked otherwise
+            env.setdefault(name, "1")
         command = [sys.executable, "-m", "npcbam.exercises.worker", str(self.path)]
         command += ["--timeout", repr(self.timeout)]
         command += ["--skip", ",".join(str(k) for k in sorted(self.skipped))]

@@ -119,6 +119,8 @@ class Worker:
         self.failed_units: list[tuple[Unit, str]] = []  # (unit, what went wrong)
         name = "__main__" if path.endswith(".ipynb") else "submission"
         self.namespace: dict = {"__name__": name, "__builtins__": builtins}
+        if name == "submission":  # a .py file knows where it is; a notebook cell does not
+            self.namespace["__file__"] = self.path
         self.guard = ModuleGuard(
             [
                 *(builtins, np, numpy.linalg, numpy.lib.format, copy, io, json, os, re, signal),
