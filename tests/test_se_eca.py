@@ -11,6 +11,7 @@ from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 import npcbam
+import npcbam.nn.channel_gate as channel_gate_module
 import npcbam.nn.eca as eca_module
 import npcbam.ops.mlp as mlp_module
 from npcbam.nn.eca import eca_kernel_size
@@ -104,7 +105,7 @@ def test_se_forward_by_hand():
     logits = hidden @ p["fc2.weight"][:, :, 0, 0].T + p["fc2.bias"]
     expected = x / (1 + np.exp(-logits))[:, :, None, None]
     assert relative_error(module.forward(x), expected) <= 1e-14
-    assert list(module.intermediates()) == ["squeezed", "hidden", "logits", "channel_map", "output"]
+    assert list(module.intermediates()) == ["pooled", "hidden", "logits", "channel_map", "output"]
     np.testing.assert_array_equal(module.intermediates()["output"], module.forward(x))
 
 
@@ -443,5 +444,7 @@ def test_eca_flipped_kernel_gradient_fails(monkeypatch):
 
 def test_eca_dropped_pooling_path_fails(monkeypatch):
     """x is used twice (the gate and the average pool); dropping the pool's share fails."""
-    monkeypatch.setattr(eca_module, "global_avg_pool_backward", lambda d, c, add_to: add_to)
+    monkeypatch.setattr(
+        channel_gate_module, "global_avg_pool_backward", lambda d, c, add_to: add_to
+    )
     assert failing_rows(*eca_case()) == {"input"}

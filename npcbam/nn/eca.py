@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import NamedTuple
 
 import numpy as np
 
 from npcbam._checks import require_odd_kernel
+from npcbam.nn.channel_gate import ChannelGate
 from npcbam.nn.init import default_weight, require_size, rng_from_seed
-from npcbam.nn.module import Module, check_feature_map
-from npcbam.ops.activations import SigmoidCache, sigmoid_backward, sigmoid_forward
 from npcbam.ops.conv1d_channels import (
     Conv1dChannelsCache,
     conv1d_channels_backward,
     conv1d_channels_forward,
 )
-from npcbam.ops.gating import GateCache, gate_backward, gate_forward
-from npcbam.ops.pooling import AvgPoolCache, global_avg_pool_backward, global_avg_pool_forward
 
 
 def eca_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
@@ -87,15 +83,7 @@ def check_eca_kernel(kernel_size, channels: int) -> int:
     return k
 
 
-class ECACache(NamedTuple):
-    pool_cache: AvgPoolCache
-    conv_cache: Conv1dChannelsCache
-    logits: np.ndarray  # (N, C), the convolution's output
-    sigmoid_cache: SigmoidCache
-    gate_cache: GateCache
-
-
-class ECA(Module):
+class ECA(ChannelGate):
     r"""Efficient Channel Attention.
 
     .. math::
@@ -142,40 +130,12 @@ class ECA(Module):
         rng = rng_from_seed(seed)
         self.register_parameter("conv.weight", default_weight((1, 1, self.kernel_size), rng))
 
-    def check_input(self, x) -> np.ndarray:
-        return check_feature_map(x, self.channels)
+    def _excite_forward(self, pooled: np.ndarray) -> tuple[np.ndarray, Conv1dChannelsCache]:
+        """The 1-D convolution across channels of the pooled (N, C) vector."""
+        kernel = self.param_as("conv.weight", pooled.dtype).reshape(-1)  # (1, 1, k) -> (k,)
+        return conv1d_channels_forward(pooled, kernel)  # (N, C)
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
-        n, c, _, _ = x.shape
-        kernel = self.param_as("conv.weight", x.dtype).reshape(-1)  # (1, 1, k) -> (k,)
-        pooled, pool_cache = global_avg_pool_forward(x)  # (N, C); refuses a NaN or inf in x
-        logits, conv_cache = conv1d_channels_forward(pooled, kernel)  # (N, C)
-        gates, sigmoid_cache = sigmoid_forward(logits)  # (N, C)
-        out, gate_cache = gate_forward(x, gates.reshape(n, c, 1, 1))  # (N, C, H, W)
-        self._cache = ECACache(pool_cache, conv_cache, logits, sigmoid_cache, gate_cache)
-        return out
-
-    def _backward(self, dout: np.ndarray) -> np.ndarray:
-        cache = self._cache
-        n, c = cache.pool_cache.x_shape[:2]
-        # the gate: x's first use; refuses a NaN or inf in dy (found in dgates) before any change
-        dx, dgates = gate_backward(dout, cache.gate_cache)  # (N, C, H, W), (N, C, 1, 1)
-        dlogits = sigmoid_backward(dgates.reshape(n, c), cache.sigmoid_cache)  # (N, C)
-        dpooled, dkernel = conv1d_channels_backward(dlogits, cache.conv_cache)  # (N, C), (k,)
+    def _excite_backward(self, dlogits: np.ndarray, cache: Conv1dChannelsCache) -> np.ndarray:
+        dpooled, dkernel = conv1d_channels_backward(dlogits, cache)  # (N, C), (k,)
         self.accumulate_grad("conv.weight", dkernel)  # (k,) -> (1, 1, k)
-        return global_avg_pool_backward(dpooled, cache.pool_cache, add_to=dx)  # x's second use
-
-    @property
-    def channel_map(self) -> np.ndarray:
-        """The gates of the last forward, shape (N, C, 1, 1)."""
-        return self._last_cache("channel_map").gate_cache.gate
-
-    def intermediates(self) -> dict[str, np.ndarray]:
-        """Every named step of the last forward, in order (for tracing and plots)."""
-        cache = self._last_cache("intermediates")
-        return {
-            "pooled": cache.conv_cache.v,  # (N, C)
-            "logits": cache.logits,  # (N, C)
-            "channel_map": cache.gate_cache.gate,  # (N, C, 1, 1)
-            "output": cache.gate_cache.x * cache.gate_cache.gate,  # (N, C, H, W)
-        }
+        return dpooled

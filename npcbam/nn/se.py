@@ -6,29 +6,16 @@ baseline: its channel attention with the average pool only *is* SE (Table 1's fi
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
 from npcbam._checks import require_int
 from npcbam.nn.channel_attention import hidden_width
+from npcbam.nn.channel_gate import ChannelGate
 from npcbam.nn.init import default_bias, default_weight, require_size, rng_from_seed
-from npcbam.nn.module import Module, check_feature_map
-from npcbam.ops.activations import SigmoidCache, sigmoid_backward, sigmoid_forward
-from npcbam.ops.gating import GateCache, gate_backward, gate_forward
 from npcbam.ops.mlp import SharedMLPCache, shared_mlp_backward, shared_mlp_forward
-from npcbam.ops.pooling import AvgPoolCache, global_avg_pool_backward, global_avg_pool_forward
 
 
-class SECache(NamedTuple):
-    pool_cache: AvgPoolCache
-    mlp_cache: SharedMLPCache  # fc1, ReLU, fc2 (its relu_cache holds the ReLU's winners)
-    logits: np.ndarray  # (N, C), fc2's output
-    sigmoid_cache: SigmoidCache
-    gate_cache: GateCache
-
-
-class SE(Module):
+class SE(ChannelGate):
     r"""Squeeze-and-Excitation block.
 
     .. math::
@@ -98,48 +85,29 @@ class SE(Module):
         self.register_parameter("fc2.weight", default_weight((channels, hidden, 1, 1), rng))
         self.register_parameter("fc2.bias", default_bias(channels, hidden, rng))
 
-    def check_input(self, x) -> np.ndarray:
-        return check_feature_map(x, self.channels)
-
-    def _forward(self, x: np.ndarray) -> np.ndarray:
-        n, c, _, _ = x.shape
+    def _excite_forward(self, pooled: np.ndarray) -> tuple[np.ndarray, SharedMLPCache]:
+        """fc1, ReLU, fc2 on the squeezed (N, C) vector: the MLP of
+        :func:`npcbam.ops.mlp.shared_mlp_forward`, used once."""
+        dtype, c = pooled.dtype, self.channels
         # the 1x1 convolutions' weights as dense ones: (C/r, C, 1, 1) -> (C/r, C) and
         # (C, C/r, 1, 1) -> (C, C/r)
-        w1 = self.param_as("fc1.weight", x.dtype).reshape(self.hidden, c)
-        w2 = self.param_as("fc2.weight", x.dtype).reshape(c, self.hidden)
-        b1, b2 = self.param_as("fc1.bias", x.dtype), self.param_as("fc2.bias", x.dtype)
-        z, pool_cache = global_avg_pool_forward(x)  # squeeze: (N, C); refuses a NaN or inf in x
-        logits, mlp_cache = shared_mlp_forward(z, w1, w2, b1, b2)  # excite: (N, C)
-        gates, sigmoid_cache = sigmoid_forward(logits)  # (N, C)
-        out, gate_cache = gate_forward(x, gates.reshape(n, c, 1, 1))  # scale: (N, C, H, W)
-        self._cache = SECache(pool_cache, mlp_cache, logits, sigmoid_cache, gate_cache)
-        return out
+        w1 = self.param_as("fc1.weight", dtype).reshape(self.hidden, c)
+        w2 = self.param_as("fc2.weight", dtype).reshape(c, self.hidden)
+        b1, b2 = self.param_as("fc1.bias", dtype), self.param_as("fc2.bias", dtype)
+        return shared_mlp_forward(pooled, w1, w2, b1, b2)  # (N, C)
 
-    def _backward(self, dout: np.ndarray) -> np.ndarray:
-        cache = self._cache
-        n, c = cache.pool_cache.x_shape[:2]
-        # scale: x's first use; refuses a NaN or inf in dy (found in dgates) before any change
-        dx, dgates = gate_backward(dout, cache.gate_cache)  # (N, C, H, W), (N, C, 1, 1)
-        dlogits = sigmoid_backward(dgates.reshape(n, c), cache.sigmoid_cache)  # (N, C)
-        dz, dw1, dw2, db1, db2 = shared_mlp_backward(dlogits, cache.mlp_cache)
+    def _excite_backward(self, dlogits: np.ndarray, cache: SharedMLPCache) -> np.ndarray:
+        dpooled, dw1, dw2, db1, db2 = shared_mlp_backward(dlogits, cache)
         self.accumulate_grad("fc1.weight", dw1)  # (C/r, C) -> (C/r, C, 1, 1)
         self.accumulate_grad("fc1.bias", db1)
         self.accumulate_grad("fc2.weight", dw2)  # (C, C/r) -> (C, C/r, 1, 1)
         self.accumulate_grad("fc2.bias", db2)
-        return global_avg_pool_backward(dz, cache.pool_cache, add_to=dx)  # x's second use: +=
-
-    @property
-    def channel_map(self) -> np.ndarray:
-        """The gates :math:`s` of the last forward, shape (N, C, 1, 1)."""
-        return self._last_cache("channel_map").gate_cache.gate
+        return dpooled  # (N, C)
 
     def intermediates(self) -> dict[str, np.ndarray]:
-        """Every named step of the last forward, in order (for tracing and plots)."""
-        cache = self._last_cache("intermediates")
-        return {
-            "squeezed": cache.mlp_cache.hidden_cache.x,  # z, (N, C)
-            "hidden": cache.mlp_cache.out_cache.x,  # relu(W1 z + b1), (N, C/r)
-            "logits": cache.logits,  # (N, C)
-            "channel_map": cache.gate_cache.gate,  # s, (N, C, 1, 1)
-            "output": cache.gate_cache.x * cache.gate_cache.gate,  # (N, C, H, W)
-        }
+        """Every named step of the last forward, in order: ``pooled`` (N, C), ``hidden``
+        (N, C/r, after the ReLU), ``logits`` (N, C), ``channel_map`` (N, C, 1, 1),
+        ``output``."""
+        steps = super().intermediates()
+        hidden = self._cache.excite_cache.out_cache.x  # relu(W1 z + b1), (N, C/r)
+        return {"pooled": steps.pop("pooled"), "hidden": hidden, **steps}
