@@ -371,3 +371,31 @@ def test_writing_on_the_standard_descriptors_does_not_reach_the_channel(tmp_path
     )
     graded = grade(path)
     assert statuses(graded)["double"] == "passed", (report(graded, "double"), graded)
+
+
+FORGE = """
+import gc
+from npcbam.exercises import wire
+def forge(header):
+    (worker,) = [o for o in gc.get_objects() if type(o).__name__ == "Worker"]
+    worker.replies.write(wire.pack(header, []))
+    worker.replies.flush()
+"""
+
+
+def test_forged_messages_on_the_private_channel_stop_the_process_not_the_grader(tmp_path):
+    path = write_notebook(
+        tmp_path,
+        "forges.ipynb",
+        [
+            FORGE,
+            DOUBLE,
+            "forge({'loaded': {'problems': 5}})",
+            "def relu_backward(dh, p):\n    forge({'index': 'zero', 'call': None})\n",
+            SQUARE,
+        ],
+    )
+    graded = grade(path)
+    assert statuses(graded) == {"double": "passed", "relu": "failed", "square": "passed"}
+    assert graded.problems[0] == "cell 3: broke the grader's protocol (stopped)"
+    assert "the submission's process broke the protocol" in report(graded, "relu")

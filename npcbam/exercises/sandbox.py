@@ -181,34 +181,36 @@ class SubprocessRunner(Runner):
 
     def _load(self) -> None:
         """Follow the worker's loading; on a lost process, skip the unit it was running."""
-        unit, label = None, None
+        unit, label = -1, None
         deadline = time.monotonic() + STARTUP
         while True:
             kind, content = self._receive(deadline)
-            header = content[0] if kind == "message" else {}
-            if "unit" in header:
-                unit, label = header["unit"], header["label"]
+            event, value = _loading_event(kind, content)
+            if event == "unit" and value[0] > unit:  # units only go forward
+                unit, label = value
                 deadline = time.monotonic() + self.timeout + GRACE
-            elif "loaded" in header:
+            elif event == "loaded":
                 skipped = [self.skipped[k] for k in sorted(self.skipped)]
-                self.problems = skipped + list(header["loaded"]["problems"])
+                self.problems = skipped + value
                 self._ready = True
                 return
-            elif "unreadable" in header:
-                self.unloadable = str(header["unreadable"])
+            elif event == "unreadable":
+                self.unloadable = value
                 self._stop()
                 return
             else:
                 status = self._stop()
-                if unit is None:  # it never started loading: the grader's environment
+                if unit < 0:  # it never started loading: the grader's environment
                     self.unloadable = (
                         f"the grading process did not start ({status}): "
                         + (self.output.strip().splitlines() or ["no output"])[-1]
                     )
                 elif kind == "deadline":
                     self.skipped[unit] = f"{label}: did not finish within {self.timeout:g} s"
-                else:
+                elif kind == "closed":
                     self.skipped[unit] = f"{label}: ended the process ({status})"
+                else:
+                    self.skipped[unit] = f"{label}: broke the grader's protocol (stopped)"
                 return
 
     # --- the process ----------------------------------------------------------------------
@@ -321,6 +323,25 @@ class SubprocessRunner(Runner):
         if self._directory is not None:
             shutil.rmtree(self._directory, ignore_errors=True)
             self._directory = None
+
+
+def _loading_event(kind: str, content) -> tuple[str, object]:
+    """What a message received while loading says, checked field by field: ("unit", (k,
+    label)), ("loaded", problems), ("unreadable", why), or ("lost", None) for anything else."""
+    header = content[0] if kind == "message" else None
+    if not isinstance(header, dict) or len(header) not in (1, 2):
+        return "lost", None
+    if set(header) == {"unit", "label"}:
+        k, label = header["unit"], header["label"]
+        if type(k) is int and isinstance(label, str):
+            return "unit", (k, label)
+    elif set(header) == {"loaded"} and isinstance(header["loaded"], dict):
+        problems = header["loaded"].get("problems")
+        if isinstance(problems, list) and all(isinstance(p, str) for p in problems):
+            return "loaded", problems
+    elif set(header) == {"unreadable"} and isinstance(header["unreadable"], str):
+        return "unreadable", header["unreadable"]
+    return "lost", None
 
 
 def _kill(process: subprocess.Popen) -> None:
