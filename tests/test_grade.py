@@ -15,7 +15,10 @@ from npcbam.exercises import EXERCISES
 TOTAL = sum(exercise.points for exercise in EXERCISES.values())
 
 
-def grade_notebooks(tmp_path_factory, capsys, solutions: bool):
+def grade_notebooks(tmp_path_factory, capsys, solutions: bool) -> tuple[str, dict]:
+    """Write the notebooks with ``npcbam exercises start``, grade them all with ``npcbam grade
+    --json``; check what holds either way: exit status 0, no traceback, nothing on stderr, no
+    cell that raises. The output and the JSON results."""
     directory = tmp_path_factory.mktemp("solutions" if solutions else "student")
     assert (
         main(["exercises", "start", str(directory), *(["--solutions"] if solutions else [])]) == 0
@@ -24,16 +27,17 @@ def grade_notebooks(tmp_path_factory, capsys, solutions: bool):
     out = directory / "results.json"
     status = main(["grade", *sorted(map(str, directory.glob("*.ipynb"))), "--json", str(out)])
     captured = capsys.readouterr()
-    return status, captured, json.loads(out.read_text(encoding="utf-8"))
+    assert status == 0
+    assert "Traceback" not in captured.out and captured.err == ""
+    assert "While loading" not in captured.out
+    results = json.loads(out.read_text(encoding="utf-8"))
+    assert_gradescope_results(results)
+    return captured.out, results
 
 
 def test_the_instructor_solutions_get_full_marks(tmp_path_factory, capsys):
-    status, captured, results = grade_notebooks(tmp_path_factory, capsys, solutions=True)
-    assert status == 0
-    assert "Traceback" not in captured.out + captured.err and captured.err == ""
-    assert captured.out.rstrip().splitlines()[-2] == f"All 7 submissions: {TOTAL} of {TOTAL} points"
-    assert "While loading" not in captured.out  # no cell of a solution notebook raises
-    assert_gradescope_results(results)
+    out, results = grade_notebooks(tmp_path_factory, capsys, solutions=True)
+    assert out.rstrip().splitlines()[-2] == f"All 7 submissions: {TOTAL} of {TOTAL} points"
     # every exercise graded exactly once, on the notebook it belongs to, and passed
     assert [test["number"] for test in results["tests"]] == [
         str(k) for k in range(1, len(EXERCISES) + 1)
@@ -45,15 +49,11 @@ def test_the_instructor_solutions_get_full_marks(tmp_path_factory, capsys):
 
 
 def test_fresh_student_notebooks_get_0_and_not_attempted(tmp_path_factory, capsys):
-    status, captured, results = grade_notebooks(tmp_path_factory, capsys, solutions=False)
-    assert status == 0
-    assert "Traceback" not in captured.out + captured.err and captured.err == ""
-    assert captured.out.rstrip().splitlines()[-2] == f"All 7 submissions: 0 of {TOTAL} points"
-    assert "While loading" not in captured.out  # no cell of a student notebook raises
-    table_rows = [line.split() for line in captured.out.splitlines() if line[:4].strip().isdigit()]
+    out, results = grade_notebooks(tmp_path_factory, capsys, solutions=False)
+    assert out.rstrip().splitlines()[-2] == f"All 7 submissions: 0 of {TOTAL} points"
+    table_rows = [line.split() for line in out.splitlines() if line[:4].strip().isdigit()]
     assert [row[1] for row in table_rows] == list(EXERCISES)
     assert all(" ".join(row[4:]) == "not attempted" for row in table_rows)
-    assert_gradescope_results(results)
     assert results["score"] == 0
     assert all(test["output"].startswith("NOT ATTEMPTED") for test in results["tests"])
 
