@@ -45,8 +45,13 @@ def make_attention(kind: str, channels: int, reduction: int, kernel_size: int, r
     if kind == "cbam":
         return CBAM(channels, reduction, kernel_size, seed=rng, **options), "cbam"
     if kind == "channel":
-        allowed = {"pool_types": "pool_types", "mlp_bias": "bias", "hidden": "hidden"}
-        mapped = _translate(options, {**allowed, "max_ties": "max_ties"}, kind)
+        allowed = {
+            "pool_types": "pool_types",
+            "mlp_bias": "bias",
+            "hidden": "hidden",
+            "max_ties": "max_ties",
+        }
+        mapped = _translate(options, allowed, kind)
         return ChannelAttention(channels, reduction, seed=rng, **mapped), "attention"
     if kind == "spatial":
         allowed = {
