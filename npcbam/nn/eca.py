@@ -107,17 +107,13 @@ class ECA(ChannelGate):
         Source of PyTorch's default initialisation of ``Conv1d``:
         :math:`w \sim \mathcal{U}(\pm 1/\sqrt{k})`.
 
-    Attributes
-    ----------
-    channel_map : ndarray, shape (N, C, 1, 1)
-        The gates :math:`\sigma(y)` of the last forward.
-
     Notes
     -----
     State dict: ``conv.weight`` of shape (1, 1, k), the key and shape of the official
     ``eca_layer`` (BangguWu/ECANet, ``models/eca_module.py``) and of timm's ``EcaModule``
     (``timm/layers/eca.py``, default ``use_mlp=False``); neither has a bias. Input and output:
-    (N, C, H, W), float32 or float64.
+    (N, C, H, W), float32 or float64. The last forward's gates are ``channel_map``,
+    (N, C, 1, 1).
     """
 
     def __init__(self, channels: int, kernel_size: int | None = None, seed=None) -> None:
