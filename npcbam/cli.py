@@ -274,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="CBAM in NumPy with manual backprop: gradient checks, traces, training.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from npcbam.selfcheck import check_names
+
     check = commands.add_parser(
         "gradcheck",
         help="finite-difference check of every op and module; exit 1 on failure",
@@ -291,8 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         action="extend",
         metavar="NAME",
-        help="run only these checks, by name (e.g. --only relu CBAM; an unknown name lists "
-        "the valid ones)",
+        help="run only these checks, by name (e.g. --only relu CBAM); the names: "
+        + ", ".join(check_names()),
     )
     check.set_defaults(run=_gradcheck, memory_hint="")
 
