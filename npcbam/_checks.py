@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import numbers
 
 import numpy as np
@@ -43,6 +44,81 @@ def require_finite(x: np.ndarray, name: str, summary: np.ndarray | None = None) 
             f"{name} holds {int(bad.sum())} non-finite value(s) (first at index {first}: "
             f"{x[first]}); npcbam expects finite inputs and does not propagate NaN or inf"
         )
+
+
+def require_op_array(x, name: str, ndim: int | None = None, layout: str = "") -> np.ndarray:
+    """An array argument of an op: returned as a float32 or float64 ndarray with ``ndim``
+    dimensions (``layout`` names them, e.g. ``"(N, C, H, W)"``) and no empty axis, else a
+    ``TypeError`` or ``ValueError`` naming ``name``. Costs nothing per element."""
+    x = require_float_array(x, name)
+    if ndim is not None:
+        require_ndim(x, ndim, name, layout)
+    if x.size == 0:
+        raise ValueError(f"{name} has shape {x.shape}; every dimension must be at least 1")
+    return x
+
+
+def require_shape(x, shape: tuple[int, ...], name: str, what: str) -> None:
+    """Raise ``ValueError`` unless ``x`` has shape ``shape`` (``what`` says whose shape)."""
+    if np.shape(x) != tuple(shape):
+        raise ValueError(f"{name} has shape {np.shape(x)}; expected {what} {tuple(shape)}")
+
+
+def require_conv_operands(x, weight, bias, channel_axis: int, op: str, layout: str):
+    """``x`` (N, C, H, W), ``weight`` 4-D with C at ``channel_axis``, ``bias`` (F,) or None,
+    where F is the weight's other channel axis (``layout`` names the weight's axes): returned
+    as arrays, else an error naming the argument and what ``op`` expected."""
+    x = require_op_array(x, "x", 4, "(N, C, H, W)")
+    weight = require_op_array(weight, "weight", 4, layout)
+    if weight.shape[channel_axis] != x.shape[1]:
+        raise ValueError(
+            f"{op} expects weight {layout} with x's C = {x.shape[1]} at axis {channel_axis}; "
+            f"got x {x.shape} and weight {weight.shape}"
+        )
+    if bias is not None:
+        bias = require_op_array(bias, "bias", 1, "(F,)")
+        require_shape(bias, (weight.shape[1 - channel_axis],), "bias", "one value per filter:")
+    return x, weight, bias
+
+
+def quiet_floats(op):
+    """Run the op ``op`` with NumPy's floating-point warnings off (overflow, invalid, divide,
+    underflow): the op checks its result with :func:`require_finite_result` instead, so a
+    caller sees either a finite result or one clear error, never a stray ``RuntimeWarning``."""
+
+    @functools.wraps(op)
+    def quietly(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return op(*args, **kwargs)
+
+    return quietly
+
+
+def require_finite_result(op: str, summary, inputs: dict) -> None:
+    """Raise unless an op's result is finite.
+
+    ``summary`` is the result, or a small array computed from it that is non-finite whenever
+    the result is (checking it costs at most one pass). If it is not finite, the culprit is
+    named: the first of ``inputs`` (name -> array; ``None`` entries are skipped) holding NaN or
+    inf (:func:`require_finite`), or else, every input being finite, the op itself, whose
+    result overflowed the dtype, with each input's largest magnitude.
+    """
+    if np.isfinite(summary).all():
+        return
+    given = {name: np.asarray(value) for name, value in inputs.items() if value is not None}
+    for name, value in given.items():
+        require_finite(value, name)
+    dtype = np.asarray(summary).dtype
+    largest = ", ".join(
+        f"|{name}| up to {float(np.abs(value).max()):.3g}"
+        for name, value in given.items()
+        if value.size
+    )
+    advice = "scale the inputs down" + (" or compute in float64" if dtype != np.float64 else "")
+    raise ValueError(
+        f"{op}: the result overflows {dtype} (largest finite value {np.finfo(dtype).max:.3g}) "
+        f"although every input is finite ({largest}); {advice}"
+    )
 
 
 def require_int(value, name: str, minimum: int, maximum: int | None = None) -> int:

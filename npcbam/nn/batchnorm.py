@@ -74,7 +74,8 @@ class BatchNorm2d(Module):
         return x
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        require_finite(x, "x")  # before the running statistics move
+        # a NaN or inf in x is found by the ops: batch_statistics (in its variance, before the
+        # running statistics move) or batchnorm2d_forward (in its output)
         gamma, beta = self.param_as("weight", x.dtype), self.param_as("bias", x.dtype)
         if self.training:
             mean, var = batch_statistics(x)  # (C,) each, var biased

@@ -2,6 +2,8 @@ r"""Element-wise activations: the sigmoid gate and the ReLU inside the shared ML
 
 Each op is a pair: ``*_forward(z) -> (out, cache)`` and ``*_backward(dout, cache) -> dz``.
 Shapes are arbitrary and preserved; the dtype of ``z`` is kept (float32 stays float32).
+The forwards check ``z`` (float32 or float64, no empty axis, no NaN); the backwards cannot
+overflow (each multiplies ``dout`` by a factor of at most 1) and do not scan ``dout``.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from typing import NamedTuple
 
 import numpy as np
 
+from npcbam._checks import quiet_floats, require_finite, require_finite_result, require_op_array
+
 
 class SigmoidCache(NamedTuple):
     out: np.ndarray  # sigma(z), any shape
 
 
+@quiet_floats
 def sigmoid_forward(z: np.ndarray) -> tuple[np.ndarray, SigmoidCache]:
     r"""Logistic sigmoid, overflow-free.
 
@@ -27,6 +32,10 @@ def sigmoid_forward(z: np.ndarray) -> tuple[np.ndarray, SigmoidCache]:
     Both branches only exponentiate :math:`-|z| \le 0`, so no ``exp`` overflows, even for
     :math:`|z| = 10^4` in float32.
 
+    Checks: ``z`` float32 or float64 with no empty axis (``TypeError`` / ``ValueError``
+    otherwise); a NaN in ``z`` raises ``ValueError`` (found in the output, which it turns to
+    NaN); :math:`\pm\infty` give exactly 1 and 0.
+
     Parameters
     ----------
     z : ndarray, any shape, float32 or float64
@@ -36,8 +45,10 @@ def sigmoid_forward(z: np.ndarray) -> tuple[np.ndarray, SigmoidCache]:
     out : ndarray, shape of ``z``, dtype of ``z``
     cache : SigmoidCache
     """
+    z = require_op_array(z, "z")
     e = np.exp(-np.abs(z))  # in (0, 1]: never overflows
     out = np.where(z >= 0, 1.0, e) / (1.0 + e)
+    require_finite_result("sigmoid_forward", out, {"z": z})  # out is NaN where z is
     return out, SigmoidCache(out)
 
 
@@ -69,6 +80,9 @@ def relu_forward(z: np.ndarray) -> tuple[np.ndarray, ReluCache]:
     (``winners``), which the gradient checker uses to flag finite differences taken across
     the kink.
 
+    Checks: ``z`` float32 or float64 with no empty axis, and finite (every element is
+    tested: ReLU would turn a NaN into 0 and hide it), else ``TypeError`` / ``ValueError``.
+
     Parameters
     ----------
     z : ndarray, any shape
@@ -78,6 +92,8 @@ def relu_forward(z: np.ndarray) -> tuple[np.ndarray, ReluCache]:
     out : ndarray, shape of ``z``
     cache : ReluCache
     """
+    z = require_op_array(z, "z")
+    require_finite(z, "z")
     winners = z > 0
     return np.where(winners, z, 0.0), ReluCache(winners)
 

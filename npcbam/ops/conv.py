@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from npcbam._checks import quiet_floats, require_conv_operands, require_finite_result, require_shape
 from npcbam.ops.im2col import as_pair, col2im, conv_output_size, im2col
 
 
@@ -30,6 +31,7 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a * b if a.shape[1] == 1 else a @ b
 
 
+@quiet_floats
 def conv2d_forward(
     x: np.ndarray,
     weight: np.ndarray,
@@ -59,12 +61,13 @@ def conv2d_forward(
     out : ndarray, shape (N, F, Ho, Wo)
         with :math:`H_o = \lfloor (H + 2p_h - k_h)/s_h \rfloor + 1` (likewise :math:`W_o`)
     cache : Conv2dCache
+
+    Checks: ``x``, ``weight`` (and ``bias``) float32 or float64 with the shapes above (no empty
+    axis, the same C, one bias per filter), else ``TypeError`` / ``ValueError`` naming the
+    argument; a NaN or inf that reaches the output, or an output that overflows, raises
+    ``ValueError`` (one pass over the output, small beside the product's C·kh·kw per entry).
     """
-    if weight.ndim != 4 or x.ndim != 4 or weight.shape[1] != x.shape[1]:
-        raise ValueError(
-            f"conv2d expects x (N, C, H, W) and weight (F, C, kh, kw) with the same C; "
-            f"got x {x.shape} and weight {weight.shape}"
-        )
+    x, weight, bias = require_conv_operands(x, weight, bias, 1, "conv2d", "(F, C, kh, kw)")
     stride, padding = as_pair(stride, "stride", 1), as_pair(padding, "padding", 0)
     n, _, h, w = x.shape
     f, c, kh, kw = weight.shape
@@ -77,9 +80,11 @@ def conv2d_forward(
         out_mat += bias[:, None]
     # (F, N*Ho*Wo) -> (F, N, Ho, Wo) -> (N, F, Ho, Wo)
     out = np.ascontiguousarray(out_mat.reshape(f, n, ho, wo).transpose(1, 0, 2, 3))
+    require_finite_result("conv2d_forward", out, {"x": x, "weight": weight, "bias": bias})
     return out, Conv2dCache(x, weight, stride, padding, bias is not None)
 
 
+@quiet_floats
 def conv2d_backward(
     dout: np.ndarray, cache: Conv2dCache
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -105,8 +110,15 @@ def conv2d_backward(
     dx : ndarray, shape (N, C, H, W)
     dweight : ndarray, shape (F, C, kh, kw)
     dbias : ndarray, shape (F,), or None when the forward had no bias
+
+    Checks: ``dout`` has the output's shape; the gradients are checked finite (a NaN or inf in
+    ``dout``, found in the small ``dweight``, or an overflow raises ``ValueError``).
     """
     f, c, kh, kw = cache.weight.shape
+    n, _, h, w = cache.x.shape
+    ho = conv_output_size(h, kh, cache.stride[0], cache.padding[0])
+    wo = conv_output_size(w, kw, cache.stride[1], cache.padding[1])
+    require_shape(dout, (n, f, ho, wo), "dout", "the output's shape")
     dout_mat = dout.transpose(1, 0, 2, 3).reshape(f, -1)  # (N, F, Ho, Wo) -> (F, N*Ho*Wo)
     weight_mat = cache.weight.reshape(f, c * kh * kw)  # (F, C, kh, kw) -> (F, C*kh*kw)
     cols = im2col(cache.x, (kh, kw), cache.stride, cache.padding)  # (C*kh*kw, N*Ho*Wo)
@@ -116,4 +128,7 @@ def conv2d_backward(
     dcols = matmul(weight_mat.T, dout_mat)  # (C*kh*kw, F) @ (F, N*Ho*Wo) -> (C*kh*kw, N*Ho*Wo)
     dx = col2im(dcols, cache.x.shape, (kh, kw), cache.stride, cache.padding)
     dbias = dout_mat.sum(axis=1) if cache.has_bias else None
+    inputs = {"dout": dout, "x": cache.x, "weight": cache.weight}
+    require_finite_result("conv2d_backward", dweight, inputs)  # dout's NaN or inf show here
+    require_finite_result("conv2d_backward", dx, inputs)
     return dx, dweight, dbias

@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from npcbam._checks import quiet_floats, require_conv_operands, require_finite_result
 from npcbam.ops.conv import matmul
 from npcbam.ops.im2col import as_pair, col2im, im2col
 
@@ -38,6 +39,7 @@ def conv_transpose_output_size(
     return out
 
 
+@quiet_floats
 def conv_transpose2d_forward(
     x: np.ndarray,
     weight: np.ndarray,
@@ -71,12 +73,15 @@ def conv_transpose2d_forward(
     -------
     out : ndarray, shape (N, C_out, Ho, Wo) with :math:`H_o = (H-1)s_h - 2p_h + k_h + o_h`
     cache : ConvTranspose2dCache
+
+    Checks: ``x``, ``weight`` (and ``bias``) float32 or float64 with the shapes above (no empty
+    axis, the same C_in, one bias per output channel), else ``TypeError`` / ``ValueError``
+    naming the argument; a NaN or inf that reaches the output, or an output that overflows,
+    raises ``ValueError`` (one pass over the output).
     """
-    if weight.ndim != 4 or x.ndim != 4 or weight.shape[0] != x.shape[1]:
-        raise ValueError(
-            f"conv_transpose2d expects x (N, C_in, H, W) and weight (C_in, C_out, kh, kw) with "
-            f"the same C_in; got x {x.shape} and weight {weight.shape}"
-        )
+    x, weight, bias = require_conv_operands(
+        x, weight, bias, 0, "conv_transpose2d", "(C_in, C_out, kh, kw)"
+    )
     stride, padding = as_pair(stride, "stride", 1), as_pair(padding, "padding", 0)
     output_padding = as_pair(output_padding, "output_padding", 0)
     for o, s in zip(output_padding, stride):
@@ -96,9 +101,11 @@ def conv_transpose2d_forward(
     out = col2im(cols, (n, c_out, ho, wo), (kh, kw), stride, padding)  # (N, C_out, Ho, Wo)
     if bias is not None:
         out += bias[:, None, None]
+    require_finite_result("conv_transpose2d_forward", out, {"x": x, "weight": weight, "bias": bias})
     return out, ConvTranspose2dCache(x, weight, stride, padding, bias is not None)
 
 
+@quiet_floats
 def conv_transpose2d_backward(
     dout: np.ndarray, cache: ConvTranspose2dCache
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -123,9 +130,18 @@ def conv_transpose2d_backward(
     dx : ndarray, shape (N, C_in, H, W)
     dweight : ndarray, shape (C_in, C_out, kh, kw)
     dbias : ndarray, shape (C_out,), or None when the forward had no bias
+
+    Checks: ``dout`` is 4-D with N and C_out of the output (its size must fit the forward's);
+    the gradients are checked finite (a NaN or inf in ``dout``, found in the small
+    ``dweight``, or an overflow raises ``ValueError``).
     """
     n, c_in, h, w = cache.x.shape
     _, c_out, kh, kw = cache.weight.shape
+    if np.ndim(dout) != 4 or np.shape(dout)[:2] != (n, c_out):
+        raise ValueError(
+            f"dout has shape {np.shape(dout)}; expected the output's (N, C_out, Ho, Wo) with "
+            f"N, C_out = {n}, {c_out}"
+        )
     dcols = im2col(dout, (kh, kw), cache.stride, cache.padding)  # (C_out*kh*kw, N*H*W)
     x_mat = cache.x.transpose(1, 0, 2, 3).reshape(c_in, n * h * w)  # (C_in, N*H*W)
     weight_mat = cache.weight.reshape(c_in, c_out * kh * kw)  # (C_in, C_out*kh*kw)
@@ -135,4 +151,7 @@ def conv_transpose2d_backward(
     # (C_in, N*H*W) -> (C_in, N, H, W) -> (N, C_in, H, W)
     dx = np.ascontiguousarray(dx_mat.reshape(c_in, n, h, w).transpose(1, 0, 2, 3))
     dbias = dout.sum(axis=(0, 2, 3)) if cache.has_bias else None
+    inputs = {"dout": dout, "x": cache.x, "weight": cache.weight}
+    require_finite_result("conv_transpose2d_backward", dweight, inputs)  # dout's NaN/inf show
+    require_finite_result("conv_transpose2d_backward", dx, inputs)
     return dx, dweight, dbias

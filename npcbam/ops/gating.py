@@ -12,12 +12,15 @@ from typing import NamedTuple
 
 import numpy as np
 
+from npcbam._checks import quiet_floats, require_finite_result, require_op_array, require_shape
+
 
 class GateCache(NamedTuple):
     x: np.ndarray  # (N, C, H, W)
     gate: np.ndarray  # broadcastable to x, e.g. (N, C, 1, 1) or (N, 1, H, W)
 
 
+@quiet_floats
 def gate_forward(x: np.ndarray, gate: np.ndarray) -> tuple[np.ndarray, GateCache]:
     r"""Multiply a feature map by an attention map.
 
@@ -32,12 +35,24 @@ def gate_forward(x: np.ndarray, gate: np.ndarray) -> tuple[np.ndarray, GateCache
     -------
     out : ndarray, shape of ``x``
     cache : GateCache
+
+    Checks: ``x`` and ``gate`` float32 or float64, no empty axis, ``gate`` broadcasting to
+    ``x`` axis by axis (else ``TypeError`` / ``ValueError``); ``gate`` (small) must be finite.
+    ``x`` is not scanned (that would take a pass; its NaN or inf reach ``out``); when some
+    :math:`|g| > 1` (never for a sigmoid gate) the output is checked for overflow.
     """
+    x = require_op_array(x, "x")
+    gate = require_op_array(gate, "gate")
     if gate.ndim != x.ndim or any(g not in (1, s) for g, s in zip(gate.shape, x.shape)):
         raise ValueError(f"gate of shape {gate.shape} does not broadcast to x of shape {x.shape}")
-    return x * gate, GateCache(x, gate)
+    require_finite_result("gate_forward", gate, {"gate": gate})
+    out = x * gate
+    if np.abs(gate).max() > 1:  # only then can |x * gate| exceed |x|
+        require_finite_result("gate_forward", out, {"x": x, "gate": gate})
+    return out, GateCache(x, gate)
 
 
+@quiet_floats
 def gate_backward(dout: np.ndarray, cache: GateCache) -> tuple[np.ndarray, np.ndarray]:
     r"""Product rule, then un-broadcast the gate's gradient.
 
@@ -56,14 +71,22 @@ def gate_backward(dout: np.ndarray, cache: GateCache) -> tuple[np.ndarray, np.nd
     -------
     dx : ndarray, shape of ``x``
     dgate : ndarray, shape of ``gate``
+
+    Checks: ``dout`` has the shape of ``x``; every entry of ``dout`` and ``x`` meets ``dgate``,
+    so a NaN or inf in either (or an overflow) is found there at no extra pass and raises
+    ``ValueError``; ``dx`` is checked for overflow only when some :math:`|g| > 1`.
     """
     x, gate = cache
+    require_shape(dout, x.shape, "dout", "the shape of x")
     dx = dout * gate
     # sum of dout * x over the broadcast axes, e.g. "abcd,abcd->ab" for a (N, C, 1, 1) gate:
     # einsum multiplies and adds in one sweep, with no full-size temporary for dout * x
     axes = "abcdefghij"[: x.ndim]
     kept = "".join(axis for axis, g, s in zip(axes, gate.shape, x.shape) if g == s)
     dgate = np.einsum(f"{axes},{axes}->{kept}", dout, x).reshape(gate.shape)
+    require_finite_result("gate_backward", dgate, {"dout": dout, "x": x})
+    if np.abs(gate).max() > 1:
+        require_finite_result("gate_backward", dx, {"dout": dout, "gate": gate})
     return dx, dgate
 
 

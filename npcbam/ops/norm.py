@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from npcbam._checks import quiet_floats, require_finite_result, require_op_array, require_shape
+
 
 class BatchNormCache(NamedTuple):
     x_hat: np.ndarray  # (N, C, H, W), the normalised input
@@ -20,6 +22,7 @@ class BatchNormCache(NamedTuple):
     batch_statistics: bool  # True: mean and var were computed from x (training mode)
 
 
+@quiet_floats
 def batch_statistics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     r"""Per-channel mean and *biased* variance over the batch and both spatial axes.
 
@@ -33,13 +36,20 @@ def batch_statistics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns
     -------
     mean, var : ndarray, shape (C,) each
+
+    Checks: ``x`` float32 or float64, (N, C, H, W), no empty axis; a NaN or inf in ``x`` (found
+    in ``var``, at no extra pass) or a variance beyond the dtype's range (float32 values
+    spread by more than about 1e19) raises ``ValueError``.
     """
+    x = require_op_array(x, "x", 4, "(N, C, H, W)")
     mean = x.mean(axis=(0, 2, 3))  # (C,)
     centred = x - mean[:, None, None]  # (N, C, H, W)
     var = np.einsum("ncij,ncij->c", centred, centred) / (x.size // x.shape[1])  # (C,)
+    require_finite_result("batch_statistics", var, {"x": x})  # NaN wherever mean is not finite
     return mean, var
 
 
+@quiet_floats
 def batchnorm2d_forward(
     x: np.ndarray,
     gamma: np.ndarray,
@@ -69,13 +79,24 @@ def batchnorm2d_forward(
     -------
     out : ndarray, shape (N, C, H, W)
     cache : BatchNormCache
+
+    Checks: ``x`` float32 or float64, (N, C, H, W), no empty axis; ``gamma``, ``beta``,
+    ``mean``, ``var`` of shape (C,); a NaN or inf reaching the output, or an output that
+    overflows, raises ``ValueError`` (one pass over the output).
     """
+    x = require_op_array(x, "x", 4, "(N, C, H, W)")
+    channels = x.shape[1:2]
+    for name, value in (("gamma", gamma), ("beta", beta), ("mean", mean), ("var", var)):
+        require_shape(value, channels, name, "one value per channel of x:")
     inv_std = 1.0 / np.sqrt(var + eps)  # (C,)
     x_hat = (x - mean[:, None, None]) * inv_std[:, None, None]  # (N, C, H, W)
     out = x_hat * gamma[:, None, None] + beta[:, None, None]
+    inputs = {"x": x, "gamma": gamma, "beta": beta, "mean": mean, "var": var}
+    require_finite_result("batchnorm2d_forward", out, inputs)
     return out, BatchNormCache(x_hat, inv_std, gamma, batch_stats)
 
 
+@quiet_floats
 def batchnorm2d_backward(
     dout: np.ndarray, cache: BatchNormCache
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -106,8 +127,12 @@ def batchnorm2d_backward(
     -------
     dx : ndarray, shape (N, C, H, W)
     dgamma, dbeta : ndarray, shape (C,)
+
+    Checks: ``dout`` has the shape of ``x``; the gradients are checked finite (a NaN or inf in
+    ``dout``, found in ``dbeta``, or an overflow raises ``ValueError``).
     """
     x_hat, inv_std = cache.x_hat, cache.inv_std
+    require_shape(dout, x_hat.shape, "dout", "the output's shape")
     dbeta = dout.sum(axis=(0, 2, 3))  # (C,)
     dgamma = np.einsum("ncij,ncij->c", dout, x_hat)  # (C,)
     dx_hat = dout * cache.gamma[:, None, None]  # g, (N, C, H, W)
@@ -118,4 +143,8 @@ def batchnorm2d_backward(
         mean_g_xhat = cache.gamma * dgamma / m  # (C,)
         dx_hat = dx_hat - mean_g[:, None, None] - x_hat * mean_g_xhat[:, None, None]
     dx = dx_hat * inv_std[:, None, None]
+    inputs = {"dout": dout, "gamma": cache.gamma}
+    require_finite_result("batchnorm2d_backward", dbeta, inputs)  # dout's NaN or inf show here
+    require_finite_result("batchnorm2d_backward", dgamma, inputs)
+    require_finite_result("batchnorm2d_backward", dx, inputs)
     return dx, dgamma, dbeta
