@@ -2,9 +2,12 @@ r"""Pooling: global average/max over H×W (channel attention) and average/max ov
 (spatial attention).
 
 Average pooling spreads the upstream gradient evenly over what it averaged; max pooling routes
-it to the winner alone. Ties go to the **first** maximal index, as PyTorch 2.13's
-``torch.max(dim)`` and ``AdaptiveMaxPool2d`` do (``amax`` would split it evenly instead).
-Max caches record the winners, which the gradient checker uses to flag kinks.
+it to the winner alone. A tie (several entries equal to the maximum) is resolved by ``ties``:
+``"first"`` (default) sends the whole gradient to the **first** maximal index, as PyTorch
+2.13's ``torch.max(dim)``, ``max_pool2d`` and ``AdaptiveMaxPool2d`` do (the seed's and the
+official code's poolings); ``"split"`` shares it evenly among the k tied entries (each gets
+1/k), as ``torch.amax`` does (current timm's CBAM). Away from ties both are the same function.
+Max caches record the first winners, which the gradient checker uses to flag kinks.
 
 Every backward takes an optional ``add_to``: CBAM uses its input several times, so the input's
 gradient is a sum; ``add_to=dx`` adds this path's share into ``dx`` in place, which is the
@@ -41,6 +44,28 @@ class AvgPoolCache(NamedTuple):
 class MaxPoolCache(NamedTuple):
     x_shape: tuple[int, int, int, int]  # (N, C, H, W)
     winners: np.ndarray  # int, flat index of the first maximum of each pooled window
+    tied: np.ndarray | None = None  # bool (N, C, H, W), every maximal entry; ties="split" only
+
+
+TIES = ("first", "split")
+
+
+def check_ties(ties) -> str:
+    """``ties`` if it names a tie rule of the max poolings, else ``ValueError``."""
+    if not isinstance(ties, str) or ties not in TIES:
+        raise ValueError(
+            f"ties={ties!r}; expected 'first' (the whole gradient to the first maximum, as "
+            "torch.max(dim) and AdaptiveMaxPool2d) or 'split' (shared evenly among tied "
+            "maxima, as torch.amax)"
+        )
+    return ties
+
+
+def split_share(dout: np.ndarray, tied: np.ndarray, axis) -> np.ndarray:
+    """Each tied maximum's share of ``dout`` (``ties="split"``): ``tied / k * dout``, with k
+    the number of maxima of the window (summed over ``axis``), broadcast to ``tied``'s shape."""
+    count = tied.sum(axis=axis, keepdims=True, dtype=dout.dtype)  # k >= 1 per pooled window
+    return tied * (dout / count)
 
 
 @quiet_floats
@@ -92,7 +117,7 @@ def global_avg_pool_backward(
 
 
 @quiet_floats
-def global_max_pool_forward(x: np.ndarray) -> tuple[np.ndarray, MaxPoolCache]:
+def global_max_pool_forward(x: np.ndarray, ties: str = "first") -> tuple[np.ndarray, MaxPoolCache]:
     r"""Maximum over the spatial positions of each channel.
 
     .. math:: m_{nc} = \max_{h,w} x_{nchw}, \qquad
@@ -101,6 +126,8 @@ def global_max_pool_forward(x: np.ndarray) -> tuple[np.ndarray, MaxPoolCache]:
     Parameters
     ----------
     x : ndarray, shape (N, C, H, W)
+    ties : {"first", "split"}
+        How the backward shares a tie's gradient (see the module's docstring).
 
     Returns
     -------
@@ -113,7 +140,10 @@ def global_max_pool_forward(x: np.ndarray) -> tuple[np.ndarray, MaxPoolCache]:
     winners = flat.argmax(axis=2)  # (N, C); argmax returns the first maximum
     out = np.take_along_axis(flat, winners[:, :, None], axis=2)[:, :, 0]  # (N, C)
     require_finite_result("global_max_pool_forward", out, {"x": x})  # a NaN or +inf wins
-    return out, MaxPoolCache(x.shape, winners)
+    tied = None
+    if check_ties(ties) == "split":
+        tied = x == out[:, :, None, None]  # (N, C, H, W), bool: every maximum
+    return out, MaxPoolCache(x.shape, winners, tied)
 
 
 def global_max_pool_backward(
@@ -121,7 +151,8 @@ def global_max_pool_backward(
 ) -> np.ndarray:
     r"""The whole gradient goes to the winner:
     :math:`\partial L/\partial x_{nchw} = [\,(h, w) = (h^*, w^*)_{nc}\,]\;\partial L/\partial
-    m_{nc}`.
+    m_{nc}`; with ``ties="split"``, each of the :math:`k_{nc}` maxima gets
+    :math:`\frac{1}{k_{nc}}\,\partial L/\partial m_{nc}`.
 
     Parameters
     ----------
@@ -136,6 +167,9 @@ def global_max_pool_backward(
     """
     n, c, _, w = cache.x_shape
     require_shape(dout, (n, c), "dout", "the pooled output's shape")
+    if cache.tied is not None:  # ties="split"
+        share = split_share(dout[:, :, None, None], cache.tied, axis=(2, 3))  # (N, C, H, W)
+        return add_broadcast(share, cache.x_shape, add_to)
     dx = np.zeros(cache.x_shape, dtype=dout.dtype) if add_to is None else add_to
     n_index, c_index = np.ogrid[:n, :c]  # (N, 1) and (1, C)
     h_index, w_index = np.divmod(cache.winners, w)  # flat h * W + w -> (h, w), each (N, C)
@@ -189,7 +223,7 @@ def channel_avg_pool_backward(
 
 
 @quiet_floats
-def channel_max_pool_forward(x: np.ndarray) -> tuple[np.ndarray, MaxPoolCache]:
+def channel_max_pool_forward(x: np.ndarray, ties: str = "first") -> tuple[np.ndarray, MaxPoolCache]:
     r"""Maximum over channels at each position.
 
     .. math:: \hat{s}_{n1hw} = \max_{c} x_{nchw}, \qquad
@@ -198,6 +232,8 @@ def channel_max_pool_forward(x: np.ndarray) -> tuple[np.ndarray, MaxPoolCache]:
     Parameters
     ----------
     x : ndarray, shape (N, C, H, W)
+    ties : {"first", "split"}
+        How the backward shares a tie's gradient (see the module's docstring).
 
     Returns
     -------
@@ -213,14 +249,16 @@ def channel_max_pool_forward(x: np.ndarray) -> tuple[np.ndarray, MaxPoolCache]:
     reversed_index = np.arange(channels - 1, -1, -1, dtype=np.min_scalar_type(channels))
     is_max = x == out  # (N, C, H, W), bool
     winners = (channels - 1) - (is_max * reversed_index[:, None, None]).max(axis=1, keepdims=True)
-    return out, MaxPoolCache(x.shape, winners.astype(np.intp))  # winners: (N, 1, H, W)
+    tied = is_max if check_ties(ties) == "split" else None  # (N, C, H, W): every maximum
+    return out, MaxPoolCache(x.shape, winners.astype(np.intp), tied)  # winners: (N, 1, H, W)
 
 
 def channel_max_pool_backward(
     dout: np.ndarray, cache: MaxPoolCache, add_to: np.ndarray | None = None
 ) -> np.ndarray:
     r""":math:`\partial L/\partial x_{nchw} = [\,c = c^*_{nhw}\,]\;\partial L/\partial
-    \hat{s}_{n1hw}`.
+    \hat{s}_{n1hw}`; with ``ties="split"``, each of the :math:`k_{nhw}` maxima gets
+    :math:`\frac{1}{k_{nhw}}\,\partial L/\partial \hat{s}_{n1hw}`.
 
     Parameters
     ----------
@@ -235,6 +273,9 @@ def channel_max_pool_backward(
     """
     n, _, h, w = cache.x_shape
     require_shape(dout, (n, 1, h, w), "dout", "the pooled output's shape")
+    if cache.tied is not None:  # ties="split"
+        share = split_share(dout, cache.tied, axis=1)  # (N, C, H, W)
+        return add_broadcast(share, cache.x_shape, add_to)
     dx = np.zeros(cache.x_shape, dtype=dout.dtype) if add_to is None else add_to
     n_index, _, h_index, w_index = np.ogrid[:n, :1, :h, :w]
     dx[n_index, cache.winners, h_index, w_index] += dout  # one winner per position: no repeats
