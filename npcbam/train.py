@@ -41,7 +41,7 @@ class TrainConfig:
     BLAS splits a product between threads changes how its float32 sums round. The default, one
     thread, makes every run of the same seed give the same model (and was not slower than two on
     the 2-core machine this was measured on); ``None`` keeps the environment's setting, whose
-    results then depend on it (see ``npcbam/_blas.py``).
+    results then depend on it (see :mod:`npcbam._blas`).
     """
 
     task: str = "where"
