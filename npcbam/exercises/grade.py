@@ -319,6 +319,7 @@ def _grade(args) -> int:
         print(f"All {len(graded)} submissions: {score} of {points} points")
     if args.json:
         results = gradescope_results(graded)
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        text = json.dumps(results, indent=2, ensure_ascii=False)  # x̄ readable in the file
+        Path(args.json).write_text(text + "\n", encoding="utf-8")
         print(f"Gradescope results written to {args.json}")
     return 0
