@@ -48,7 +48,7 @@ def evaluate(name: str, runner: Runner, seed: int = 0) -> Result:
     Parameters
     ----------
     name : str
-        A key of :data:`EXERCISES`.
+        A key of ``EXERCISES``.
     runner : Runner
         Calls the submission's functions (:class:`~npcbam.exercises.runner.LocalRunner` in a
         notebook, the grader's subprocess runner in ``npcbam grade``).

@@ -62,7 +62,7 @@ def scale_of(expected: np.ndarray) -> float:
 
 
 def close(got: np.ndarray, expected: np.ndarray) -> np.ndarray:
-    """Element-wise: within the tolerance (see :data:`TOLERANCE_TEXT`)."""
+    """Element-wise: within the tolerance (see ``TOLERANCE_TEXT``)."""
     with np.errstate(all="ignore"):
         diff = np.abs(got.astype(np.float64) - expected)
         return diff <= ATOL_FACTOR * scale_of(expected) + RTOL * np.abs(expected)

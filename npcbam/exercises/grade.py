@@ -107,7 +107,7 @@ def grade_submission(
         Seconds allowed for each cell (statement) of the submission while it loads, and for
         each batch of calls of one of its functions.
     exercises, evaluate : optional
-        The registry and the checker (default: :data:`npcbam.exercises.EXERCISES` and
+        The registry and the checker (default: ``npcbam.exercises.EXERCISES`` and
         :func:`npcbam.exercises.evaluate`); tests give their own.
     runner : SubprocessRunner, optional
         The submission's runner, if already started (:func:`grade_all`); closed here.

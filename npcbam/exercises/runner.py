@@ -52,7 +52,7 @@ class Call:
     returned : ndarray, tuple of (ndarray or Foreign), dict of str to ndarray, Foreign or None
         What the function returned, after :func:`normalise`; None when it failed.
     failure : str or None
-        None if it returned, else one of :data:`FAILURES`.
+        None if it returned, else one of ``FAILURES``.
     message : str
         For a failure, one or two lines: the exception (type and message) and the line of the
         student's code that raised it, e.g.

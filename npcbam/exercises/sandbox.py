@@ -12,15 +12,15 @@ the worker carries on), and here by a deadline (``timeout`` plus a grace period)
 whole process group is killed. What happens when the process is lost:
 
 * while **loading**, the unit (cell or statement) it was running is skipped on the next start,
-  and the loss is recorded in :attr:`SubprocessRunner.problems`; after
-  :data:`MAX_LOAD_RESTARTS` such restarts the submission counts as unloadable;
+  and the loss is recorded in ``SubprocessRunner.problems``; after
+  ``MAX_LOAD_RESTARTS`` such restarts the submission counts as unloadable;
 * during a **batch of calls**, the call it was running becomes a ``timeout`` (deadline) or an
   ``exception`` ("the submission's process ended ..."), the calls after it are not run, and
   the next batch starts a fresh process (the submission loaded again).
 
 The submission's output (fd 1 and 2 of the worker) is drained continuously so that printing
-megabytes cannot block it, and only its first :data:`OUTPUT_CAP` characters are kept
-(:attr:`SubprocessRunner.output`).
+megabytes cannot block it, and only its first ``OUTPUT_CAP`` characters are kept
+(``SubprocessRunner.output``).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class SubprocessRunner(Runner):
         Why nothing of the submission could be loaded (a notebook that is not JSON, a ``.py``
         file with a syntax error, a process that could not start), or None.
     output : str
-        The start of what the submission printed (at most :data:`OUTPUT_CAP` characters, over
+        The start of what the submission printed (at most ``OUTPUT_CAP`` characters, over
         every start of its process).
     starts : int
         How many processes were started.

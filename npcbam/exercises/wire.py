@@ -118,7 +118,7 @@ def decode_value(tree, arrays: list[np.ndarray]) -> object:
 
 
 def encode_call(call: Call, arrays: list[np.ndarray]) -> dict:
-    """The JSON object of a :class:`Call` (texts clipped to :data:`MAX_TEXT` characters)."""
+    """The JSON object of a :class:`Call` (texts clipped to ``MAX_TEXT`` characters)."""
     return {
         "returned": encode_value(call.returned, arrays),
         "failure": call.failure,

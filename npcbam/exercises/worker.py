@@ -89,7 +89,7 @@ _ABSENT = object()
 
 @contextmanager
 def time_limit(seconds: float):
-    """Raise :class:`_TimeLimit` in this (main) thread after ``seconds`` (a no-op without
+    """Raise ``_TimeLimit`` in this (main) thread after ``seconds`` (a no-op without
     ``setitimer``, where the grader's own deadline is the only limit)."""
     if not hasattr(signal, "setitimer"):
         yield

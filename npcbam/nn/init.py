@@ -44,7 +44,7 @@ MAX_PARAMETER_VALUES = 2**27  # one parameter tensor: 1 GiB in float64
 
 def require_size(value, name: str, minimum: int = 1) -> int:
     """A size argument (channels, hidden width, kernel size, stride) as an int in
-    [``minimum``, :data:`MAX_SIZE`]; the error names ``name``, the user's spelling."""
+    [``minimum``, ``MAX_SIZE``]; the error names ``name``, the user's spelling."""
     return require_int(value, name, minimum, MAX_SIZE)
 
 
@@ -60,7 +60,7 @@ def rng_from_seed(seed, name: str = "seed") -> np.random.Generator:
 
 
 def check_parameter_shape(shape: tuple[int, ...], name: str) -> None:
-    """Refuse a parameter of more than :data:`MAX_PARAMETER_VALUES` values, naming it."""
+    """Refuse a parameter of more than ``MAX_PARAMETER_VALUES`` values, naming it."""
     values = math.prod(shape)
     if values > MAX_PARAMETER_VALUES:
         raise ValueError(

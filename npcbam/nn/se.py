@@ -18,49 +18,43 @@ from npcbam.ops.mlp import SharedMLPCache, shared_mlp_backward, shared_mlp_forwa
 class SE(ChannelGate):
     r"""Squeeze-and-Excitation block.
 
-        .. math::
+    .. math::
 
-            z = \mathrm{AvgPool}(F), \qquad
-            s = \sigma\big(W_2\, \mathrm{relu}(W_1 z + b_1) + b_2\big), \qquad
-            F' = s \odot F
+        z = \mathrm{AvgPool}(F), \qquad
+        s = \sigma\big(W_2\, \mathrm{relu}(W_1 z + b_1) + b_2\big), \qquad
+        F' = s \odot F
 
-        *Squeeze*: one number per channel, its mean over H×W. *Excite*: a bottleneck MLP
-        C → C/r → C with biases, then a sigmoid, gives one gate per channel. *Scale*: every channel
-        of the input is multiplied by its gate.
+    *Squeeze*: one number per channel, its mean over H×W. *Excite*: a bottleneck MLP
+    C → C/r → C with biases, then a sigmoid, gives one gate per channel. *Scale*: every channel
+    of the input is multiplied by its gate.
 
-        Parameters
-        ----------
-        channels : int
-            C, the number of input channels.
-        reduction : int
-            r; the hidden width is ``C // r``, which must be at least 1 (C < r is refused with a
-            ``ValueError``, not clamped).
-        seed : int, numpy Generator or None
-            Source of PyTorch's default initialisation (weights and biases
-            :math:`\mathcal{U}(\pm 1/\sqrt{\text{fan\_in}})`).
-        hidden : int, optional
-            The hidden width, overriding ``C // r``: e.g. timm's width, which is
-            ``make_divisible(C / 16, 8)`` (``C / 16`` rounded to a multiple of 8, at least 8), so
-            8 for C = 64 where ``C // 16`` is 4; pass ``hidden=8`` to load such a state dict.
+    Parameters
+    ----------
+    channels : int
+        C, the number of input channels.
+    reduction : int
+        r; the hidden width is ``C // r``, which must be at least 1 (C < r is refused with a
+        ``ValueError``, not clamped).
+    seed : int, numpy Generator or None
+        Source of PyTorch's default initialisation (weights and biases
+        :math:`\mathcal{U}(\pm 1/\sqrt{\text{fan\_in}})`).
+    hidden : int, optional
+        The hidden width, overriding ``C // r``: e.g. timm's width, which is
+        ``make_divisible(C / 16, 8)`` (``C / 16`` rounded to a multiple of 8, at least 8), so
+        8 for C = 64 where ``C // 16`` is 4; pass ``hidden=8`` to load such a state dict.
 
-        Notes
-        -----
-        State-dict keys, names and shapes of timm's ``SEModule`` (``timm/layers/squeeze_excite.py``,
-        timm 0.9 and later, checked at commit 0d4c04f of huggingface/pytorch-image-models, with its
-        defaults ``bias=True``, ``add_maxpool=False``, no norm layer, ReLU and sigmoid), whose two
-        layers are 1×1 convolutions:
+    Notes
+    -----
+    State-dict keys, names and shapes of timm's ``SEModule`` (``timm/layers/squeeze_excite.py``,
+    timm 0.9 and later, checked at commit 0d4c04f of huggingface/pytorch-image-models, with its
+    defaults ``bias=True``, ``add_maxpool=False``, no norm layer, ReLU and sigmoid), whose two
+    layers are 1×1 convolutions:
 
-        ========== ================
-        key        shape
-        ========== ================
-        fc1.weight (C/r, C, 1, 1)
-        fc1.bias   (C/r,)
-        fc2.weight (C, C/r, 1, 1)
-        fc2.bias   (C,)
-        ========== ================
+    ``fc1.weight`` (C/r, C, 1, 1), ``fc1.bias`` (C/r,), ``fc2.weight`` (C, C/r, 1, 1),
+    ``fc2.bias`` (C,).
 
-        On the pooled (N, C, 1, 1) map a 1×1 convolution is a dense layer, which is how npcbam
-        computes it (:mod:`npcbam.ops.linear`). Input and output: (N, C, H, W), float32 or float64.
+    On the pooled (N, C, 1, 1) map a 1×1 convolution is a dense layer, which is how npcbam
+    computes it (:mod:`npcbam.ops.linear`). Input and output: (N, C, H, W), float32 or float64.
     The last forward's gates are ``channel_map``, (N, C, 1, 1).
     """
 

@@ -62,7 +62,7 @@ def check_pool_order(pool_order, name: str = "pool_order") -> tuple[str, str]:
 
 
 def check_descriptor(descriptor, name: str = "descriptor") -> str:
-    """``descriptor`` if it is one of :data:`DESCRIPTORS`, else ``ValueError`` naming it."""
+    """``descriptor`` if it is one of ``DESCRIPTORS``, else ``ValueError`` naming it."""
     if not isinstance(descriptor, str) or descriptor not in DESCRIPTORS:
         raise ValueError(f"{name}={descriptor!r}; expected one of {DESCRIPTORS}")
     return descriptor
