@@ -18,7 +18,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import EXACT, SAFE_MARGIN, assert_gradients_match, distinct_values, seeds, top2_gap
+from helpers import (
+    EXACT,
+    MIN_BATCH_STD,
+    SAFE_MARGIN,
+    assert_gradients_match,
+    distinct_values,
+    seeds,
+    smallest_batch_std,
+    top2_gap,
+)
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -234,11 +243,6 @@ OFFICIAL_CASES = {
 }
 
 
-MIN_BATCH_STD = (
-    0.05  # smallest spread of a train-mode BatchNorm's batch in a finite-difference test
-)
-
-
 def check_official(module, x, seed):
     """Like :func:`check_cbam`; the 7×7 conv weight (98 entries) is checked along 16 random
     directions (it acts after every kink, so no direction can cross one), the rest fully."""
@@ -285,13 +289,7 @@ def test_official_cbam_option_gradients(
     randomize_batchnorms(set_mode(module, mode), rng)
     x = distinct_values(rng, (n, channels, h, w))
     assume(official_kink_margin(module, x) >= SAFE_MARGIN)
-    if module.spatial_gate is not None and mode == "train":
-        # BatchNorm over a handful of nearly equal conv outputs is smooth but steep: its k-th
-        # derivative grows like 1/std^k, and the order-4 difference's error like h^4/std^5
-        # (3e-4 measured at std ~ 4e-3 with two values). Like a kink, such an input is kept
-        # out rather than met with a looser tolerance.
-        inv_std = module.spatial_gate.bn._cache.inv_std  # of the last forward, at x
-        assume(inv_std.max() <= 1 / MIN_BATCH_STD)
+    assume(smallest_batch_std(module) >= MIN_BATCH_STD)  # no steep BatchNorm: see helpers
     check_official(module, x, seed)
 
 
