@@ -59,7 +59,7 @@ class Conv2d(_ConvBase):
     r"""2-D convolution layer (cross-correlation), ``torch.nn.Conv2d`` with groups = 1.
 
     .. math:: y_{n f i j} = b_f + \sum_{c,u,v} W_{f c u v}\, x^{\text{pad}}_{n,\,c,\,
-              s_h i + u,\, s_w j + v}
+              s_h i + d_h u,\, s_w j + d_w v}
 
     Parameters
     ----------
@@ -67,6 +67,9 @@ class Conv2d(_ConvBase):
     kernel_size : int or (kh, kw)
     stride : int or (sh, sw)
     padding : int or (ph, pw), zeros on each side
+    dilation : int or (dh, dw)
+        Spacing of the kernel's taps (1, the default: adjacent pixels), as ``torch.nn.Conv2d``'s
+        ``dilation``; BAM's spatial branch uses 3×3 kernels dilated by 4, padding 4.
     bias : bool
     seed : int, numpy Generator or None
         Source of PyTorch's default initialisation :math:`\mathcal U(\pm 1/\sqrt{C k_h k_w})`.
@@ -74,7 +77,8 @@ class Conv2d(_ConvBase):
     Notes
     -----
     State dict: ``weight`` (out, in, kh, kw), ``bias`` (out,). Input (N, in, H, W), output
-    (N, out, Ho, Wo) with :math:`H_o = \lfloor (H + 2p_h - k_h)/s_h \rfloor + 1`. Forward and
+    (N, out, Ho, Wo) with :math:`H_o = \lfloor (H + 2p_h - d_h(k_h - 1) - 1)/s_h \rfloor + 1`.
+    The dilation changes no parameter shape (the state dict is the same). Forward and
     backward: :func:`npcbam.ops.conv.conv2d_forward`, :func:`~npcbam.ops.conv.conv2d_backward`.
     """
 
@@ -85,16 +89,18 @@ class Conv2d(_ConvBase):
         kernel_size=3,
         stride=1,
         padding=0,
+        dilation=1,
         bias: bool = True,
         seed=None,
     ) -> None:
+        self.dilation = as_pair(dilation, "dilation", 1)
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias, seed)
 
     def _weight_shape(self, in_channels: int, out_channels: int) -> tuple[int, ...]:
         return (out_channels, in_channels, *self.kernel_size)
 
     def _op_forward(self, x, weight, bias):
-        return conv2d_forward(x, weight, bias, self.stride, self.padding)
+        return conv2d_forward(x, weight, bias, self.stride, self.padding, self.dilation)
 
     def _op_backward(self, dout, cache):
         return conv2d_backward(dout, cache)

@@ -204,12 +204,17 @@ def gate_backward_naive(dout: np.ndarray, x: np.ndarray, gate: np.ndarray):
     return dx, dgate
 
 
-def conv2d_naive(x, weight, bias=None, stride=(1, 1), padding=(0, 0)) -> np.ndarray:
-    """Direct definition: for each output pixel, sum kernel × input over the window."""
-    (sh, sw), (ph, pw) = stride, padding
+def conv2d_naive(
+    x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1)
+) -> np.ndarray:
+    """Direct definition: for each output pixel, sum kernel × input over the window; tap
+    (u, v) of a kernel dilated by (dh, dw) reads the pixel (dh·u, dw·v) from the window's
+    corner."""
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     n_, c_, h_, w_ = x.shape
     f_, _, kh, kw = weight.shape
-    ho, wo = (h_ + 2 * ph - kh) // sh + 1, (w_ + 2 * pw - kw) // sw + 1
+    ho = (h_ + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (w_ + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     out = np.zeros((n_, f_, ho, wo), dtype=x.dtype)
     for n in range(n_):
         for f in range(f_):
@@ -219,19 +224,22 @@ def conv2d_naive(x, weight, bias=None, stride=(1, 1), padding=(0, 0)) -> np.ndar
                     for c in range(c_):
                         for u in range(kh):
                             for v in range(kw):
-                                y, z = i * sh + u - ph, j * sw + v - pw
+                                y, z = i * sh + dh * u - ph, j * sw + dw * v - pw
                                 if 0 <= y < h_ and 0 <= z < w_:  # outside: zero padding
                                     total += weight[f, c, u, v] * x[n, c, y, z]
                     out[n, f, i, j] = total
     return out
 
 
-def conv2d_backward_naive(dout, x, weight, stride=(1, 1), padding=(0, 0), with_bias=False):
+def conv2d_backward_naive(
+    dout, x, weight, stride=(1, 1), padding=(0, 0), with_bias=False, dilation=(1, 1)
+):
     """Every term :math:`W_{fcuv} x_{ncyz}` of the forward sum sends its share back.
 
     Overlapping windows (stride < kernel) reach the same input pixel several times: ``+=``.
+    With a dilation, tap (u, v) meets the pixel (dh·u, dw·v) from the window's corner.
     """
-    (sh, sw), (ph, pw) = stride, padding
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     n_, c_, h_, w_ = x.shape
     f_, _, kh, kw = weight.shape
     _, _, ho, wo = dout.shape
@@ -247,7 +255,7 @@ def conv2d_backward_naive(dout, x, weight, stride=(1, 1), padding=(0, 0), with_b
                     for c in range(c_):
                         for u in range(kh):
                             for v in range(kw):
-                                y, z = i * sh + u - ph, j * sw + v - pw
+                                y, z = i * sh + dh * u - ph, j * sw + dw * v - pw
                                 if 0 <= y < h_ and 0 <= z < w_:
                                     dx[n, c, y, z] += g * weight[f, c, u, v]
                                     dweight[f, c, u, v] += g * x[n, c, y, z]
