@@ -90,7 +90,9 @@ def im2col_rows_uvc(x, kh, kw, stride, padding):
 # -- col2im with = where += belongs ------------------------------------------------------------
 
 
-def col2im_overwriting(cols, x_shape, kernel, stride, padding, last_offset_first, original):
+def col2im_overwriting(
+    cols, x_shape, kernel, stride, padding, last_offset_first, original, dilation=(1, 1)
+):
     """col2im where each kernel offset's contribution *overwrites* what is there: a pixel
     keeps the value of the last write. Offsets are written in (u, v) order (a vectorized
     col2im with ``=``), or, with ``last_offset_first``, in reverse order, which is what a loop
@@ -106,18 +108,26 @@ def col2im_overwriting(cols, x_shape, kernel, stride, padding, last_offset_first
         only[:, u, v] = rows[:, u, v]  # this offset's columns alone
         reached = np.zeros_like(rows)
         reached[:, u, v] = 1.0
-        value = original(only.reshape(cols.shape), x_shape, kernel, stride, padding)
-        touched = original(reached.reshape(cols.shape), x_shape, kernel, stride, padding) > 0
+        value = original(only.reshape(cols.shape), x_shape, kernel, stride, padding, dilation)
+        touched = original(reached.reshape(cols.shape), x_shape, kernel, stride, padding, dilation)
+        touched = touched > 0
         out = np.where(touched, value, out)
     return out
 
 
-def col2im_assign_by_offset(cols, x_shape, kernel, stride, padding, original=col2im):
-    return col2im_overwriting(cols, x_shape, kernel, stride, padding, False, original)
+# conv2d_backward passes its dilation to col2im (d = 1 in these exercises): the plants take it
 
 
-def col2im_assign_by_window(cols, x_shape, kernel, stride, padding, original=col2im):
-    return col2im_overwriting(cols, x_shape, kernel, stride, padding, True, original)
+def col2im_assign_by_offset(
+    cols, x_shape, kernel, stride, padding, dilation=(1, 1), original=col2im
+):
+    return col2im_overwriting(cols, x_shape, kernel, stride, padding, False, original, dilation)
+
+
+def col2im_assign_by_window(
+    cols, x_shape, kernel, stride, padding, dilation=(1, 1), original=col2im
+):
+    return col2im_overwriting(cols, x_shape, kernel, stride, padding, True, original, dilation)
 
 
 def col2im_uncropped(cols, x_shape, kh, kw, stride, padding):
