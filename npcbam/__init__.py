@@ -7,10 +7,12 @@ differences and PyTorch. Start with :class:`CBAM` and :func:`check_gradients`.
 from npcbam.gradcam import attention_figure, grad_cam
 from npcbam.gradcheck import GradcheckReport, GradcheckRow, check_gradients, check_op_gradients
 from npcbam.nn import (
+    BAM,
     CBAM,
     ECA,
     SE,
     AttentionClassifier,
+    BatchNorm1d,
     BatchNorm2d,
     ChannelAttention,
     Conv2d,
@@ -29,10 +31,12 @@ from npcbam.nn import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BAM",
     "CBAM",
     "ECA",
     "SE",
     "AttentionClassifier",
+    "BatchNorm1d",
     "BatchNorm2d",
     "ChannelAttention",
     "Conv2d",

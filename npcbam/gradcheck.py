@@ -453,8 +453,8 @@ def distinct_values(rng: np.random.Generator, shape, scale: float = 2.0) -> np.n
 
 
 def randomize_batchnorms(module, rng: np.random.Generator):
-    r"""Give every ``BatchNorm2d`` in ``module`` random weights, biases and running statistics
-    (in place; returns ``module``), for gradient checks.
+    r"""Give every ``BatchNorm2d`` and ``BatchNorm1d`` in ``module`` random weights, biases and
+    running statistics (in place; returns ``module``), for gradient checks.
 
     With the defaults (weight 1, bias 0) a train-mode BatchNorm gives every channel the same set
     of values, so a following max over channels meets exact ties; and evaluation mode with mean
@@ -462,10 +462,10 @@ def randomize_batchnorms(module, rng: np.random.Generator):
     Weights are :math:`1 + 0.3\,\mathcal N(0, 1)`, biases :math:`0.3\,\mathcal N(0, 1)`,
     running means :math:`0.2\,\mathcal N(0, 1)`, running variances :math:`\mathcal U(0.5, 1.5)`.
     """
-    from npcbam.nn.batchnorm import BatchNorm2d
+    from npcbam.nn.batchnorm import BatchNorm1d, BatchNorm2d
 
     for _, layer in module.named_modules():
-        if isinstance(layer, BatchNorm2d):
+        if isinstance(layer, (BatchNorm2d, BatchNorm1d)):
             c = layer.num_features
             params, buffers = layer.parameters(), layer.buffers()
             params["weight"][:] = 1.0 + 0.3 * rng.standard_normal(c)

@@ -1,7 +1,8 @@
 """Stateful layers built from :mod:`npcbam.ops`: parameters, gradients, forward, backward."""
 
 from npcbam.nn.activation import ReLU
-from npcbam.nn.batchnorm import BatchNorm2d
+from npcbam.nn.bam import BAM
+from npcbam.nn.batchnorm import BatchNorm1d, BatchNorm2d
 from npcbam.nn.cbam import CBAM
 from npcbam.nn.channel_attention import ChannelAttention
 from npcbam.nn.classifier import AttentionClassifier
@@ -18,10 +19,12 @@ from npcbam.nn.sequential import Sequential
 from npcbam.nn.spatial_attention import SpatialAttention
 
 __all__ = [
+    "BAM",
     "CBAM",
     "ECA",
     "SE",
     "AttentionClassifier",
+    "BatchNorm1d",
     "BatchNorm2d",
     "ChannelAttention",
     "Conv2d",

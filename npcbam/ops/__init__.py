@@ -2,6 +2,12 @@
 ``*_backward(dout, cache)`` pair, with naive loop oracles in :mod:`npcbam.ops.reference`."""
 
 from npcbam.ops.activations import relu_backward, relu_forward, sigmoid_backward, sigmoid_forward
+from npcbam.ops.broadcast import (
+    broadcast_add_backward,
+    broadcast_add_forward,
+    broadcast_multiply_backward,
+    broadcast_multiply_forward,
+)
 from npcbam.ops.conv import conv2d_backward, conv2d_forward
 from npcbam.ops.conv1d_channels import conv1d_channels_backward, conv1d_channels_forward
 from npcbam.ops.gating import concat_backward, concat_forward, gate_backward, gate_forward
@@ -20,6 +26,10 @@ from npcbam.ops.pooling import (
 )
 
 __all__ = [
+    "broadcast_add_backward",
+    "broadcast_add_forward",
+    "broadcast_multiply_backward",
+    "broadcast_multiply_forward",
     "channel_avg_pool_backward",
     "channel_avg_pool_forward",
     "channel_max_pool_backward",
