@@ -36,6 +36,7 @@ EXPECTED_NAMES = [
     "ex06_spatial_attention",
     "ex07_cbam_end_to_end",
     "ex08_design_your_own_gate",
+    "ex09_attention_family",
 ]
 CHECK_CALL = re.compile(r"""\bcheck\(\s*["'](\w+)["']((?:\s*,\s*\w+)*)\s*\)""")
 GRADE_ID = re.compile(r"^[a-zA-Z0-9_\-]+$")  # what nbgrader accepts
@@ -70,7 +71,7 @@ def solution_regions(text: str) -> list[list[str]]:
     return regions
 
 
-def test_the_seven_notebooks_ship_in_course_order():
+def test_the_eight_notebooks_ship_in_course_order():
     assert NAMES == EXPECTED_NAMES
 
 

@@ -37,7 +37,7 @@ def grade_notebooks(tmp_path_factory, capsys, solutions: bool) -> tuple[str, dic
 
 def test_the_instructor_solutions_get_full_marks(tmp_path_factory, capsys):
     out, results = grade_notebooks(tmp_path_factory, capsys, solutions=True)
-    assert out.rstrip().splitlines()[-2] == f"All 7 submissions: {TOTAL} of {TOTAL} points"
+    assert out.rstrip().splitlines()[-2] == f"All 8 submissions: {TOTAL} of {TOTAL} points"
     # every exercise graded exactly once, on the notebook it belongs to, and passed
     assert [test["number"] for test in results["tests"]] == [
         str(k) for k in range(1, len(EXERCISES) + 1)
@@ -50,7 +50,7 @@ def test_the_instructor_solutions_get_full_marks(tmp_path_factory, capsys):
 
 def test_fresh_student_notebooks_get_0_and_not_attempted(tmp_path_factory, capsys):
     out, results = grade_notebooks(tmp_path_factory, capsys, solutions=False)
-    assert out.rstrip().splitlines()[-2] == f"All 7 submissions: 0 of {TOTAL} points"
+    assert out.rstrip().splitlines()[-2] == f"All 8 submissions: 0 of {TOTAL} points"
     table_rows = [line.split() for line in out.splitlines() if line[:4].strip().isdigit()]
     assert [row[1] for row in table_rows] == list(EXERCISES)
     assert all(" ".join(row[4:]) == "not attempted" for row in table_rows)

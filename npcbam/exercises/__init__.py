@@ -22,14 +22,21 @@ from __future__ import annotations
 import inspect
 import os
 
-from npcbam.exercises.catalogue import activations, attention, convolution, open_gate, pooling
+from npcbam.exercises.catalogue import (
+    activations,
+    attention,
+    convolution,
+    family,
+    open_gate,
+    pooling,
+)
 from npcbam.exercises.checker import Result, evaluate_exercise
 from npcbam.exercises.registry import Exercise, Misconception
 from npcbam.exercises.runner import LocalRunner, Runner
 
 EXERCISES: dict[str, Exercise] = {
     exercise.name: exercise
-    for module in (activations, pooling, convolution, attention, open_gate)
+    for module in (activations, pooling, convolution, attention, open_gate, family)
     for exercise in module.EXERCISES
 }
 
