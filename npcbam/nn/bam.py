@@ -189,7 +189,9 @@ class BAM(Module):
     ``spatial_att.gate_s.gate_s_conv_di_{0,1}.{weight (C/r, C/r, 3, 3), bias}``,
     ``spatial_att.gate_s.gate_s_bn_di_{0,1}.*``,
     ``spatial_att.gate_s.gate_s_conv_final.{weight (1, C/r, 1, 1), bias}``. All BatchNorms
-    have PyTorch's eps 1e-5 and momentum 0.1, as in the official code.
+    have PyTorch's eps 1e-5 and momentum 0.1, as in the official code. In training mode the
+    biases of ``gate_c_fc_0``, ``gate_s_conv_reduce0`` and ``gate_s_conv_di_{0,1}`` get exactly
+    zero gradient: the BatchNorm after each subtracts the batch mean, which removes them.
 
     **The official code's bugs, not inherited.** As published, ``MODELS/bam.py`` does not run:
     ``ChannelGate.__init__`` assigns ``self.gate_activation = gate_activation``, a name defined
