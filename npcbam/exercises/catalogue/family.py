@@ -43,8 +43,9 @@ def eca_cases(rng):
 def windows_one_channel_early(v, kernel_size, original):
     """The windows with every tap one channel early: tap j of channel c reads
     v_{c+j-p-1} (p + 1 zeros at the start, p - 1 at the end)."""
-    shifted = np.pad(v, ((0, 0), (1, 0)))[:, :-1]  # (N, C): column c holds v_{c-1}, 0 for c = 0
-    return original(shifted, kernel_size)
+    channels = v.shape[1]
+    shifted = np.pad(v, ((0, 0), (1, 0)))  # (N, C) -> (N, C + 1): a zero channel in front
+    return original(shifted, kernel_size)[:, :channels]  # (N, C + 1, k) -> the first C windows
 
 
 def eca_padded_gradient(dy, w):
@@ -55,6 +56,15 @@ def eca_padded_gradient(dy, w):
     dy_padded = np.pad(dy, ((0, 0), (p, p)))  # (N, C) -> (N, C + 2p)
     dv, _ = eca_conv1d_reference(dy_padded, np.zeros_like(dy_padded), w)
     return dv
+
+
+def eca_shifted_by_one(dy, v, w):
+    """The gradients of the convolution shifted by one channel, o_c = Σ_j w_j v_{c+j-p-1}: the
+    reference on v with a zero channel in front, its extra output given no gradient."""
+    dy_longer = np.pad(dy, ((0, 0), (0, 1)))  # (N, C) -> (N, C + 1): output C gets 0
+    v_longer = np.pad(v, ((0, 0), (1, 0)))  # (N, C) -> (N, C + 1): the zero channel in front
+    dv_longer, dw = eca_conv1d_reference(dy_longer, v_longer, w)
+    return dv_longer[:, 1:].copy(), dw  # (N, C + 1) -> (N, C): the zero channel dropped
 
 
 def eca_as_true_convolution(dy, v, w):
@@ -127,6 +137,13 @@ ECA_CONV1D = Exercise(
                     "the windows are off by one channel (pad (k − 1)/2 zeros at both ends, so "
                     "that tap j of channel c reads v_{n,c+j−p})",
                     plants=lambda: {"channel_windows": windows_one_channel_early},
+                ),
+                Misconception(
+                    "eca_shifted_by_one",
+                    "your v̄ and w̄ both pair ȳ_{nc} with v_{n,c+j−p−1}: they are the gradients "
+                    "of a convolution shifted by one channel; tap j of channel c reads "
+                    "v_{n,c+j−p}, p = (k − 1)/2",
+                    variant=eca_shifted_by_one,
                 ),
                 Misconception(
                     "eca_true_convolution",
