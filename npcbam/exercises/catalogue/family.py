@@ -14,6 +14,7 @@ from npcbam.exercises.catalogue.attention import GATE_X_TERM_MISSING, SIGMOID_SQ
 from npcbam.exercises.catalogue.cases import shape_label, upstream, values, weights
 from npcbam.exercises.catalogue.convolution import col2im_overwriting
 from npcbam.exercises.registry import Case, Exercise, Misconception, Part
+from npcbam.nn.bam import COMBINE
 from npcbam.ops.activations import sigmoid_backward, sigmoid_forward
 from npcbam.ops.conv1d_channels import conv1d_channels_backward, conv1d_channels_forward
 from npcbam.ops.gating import gate_backward, gate_forward
@@ -327,28 +328,18 @@ BATCHNORM1D = Exercise(
 # -- BAM's residual gate -------------------------------------------------------------------------
 
 
-def spread_axes(t, shape) -> tuple[int, ...]:
-    """The axes along which an array of ``shape`` was broadcast to ``t``'s shape."""
-    return tuple(i for i, size in enumerate(shape) if size == 1 and t.shape[i] != 1)
-
-
-def sum_to_shape(t, shape):
-    """Sum ``t`` over the axes along which ``shape`` was broadcast: a broadcast's backward."""
-    return t.sum(axis=spread_axes(t, shape), keepdims=True)
-
-
-def bam_gate_gradients(dy, x, mc, ms, official=False, reduce=sum_to_shape):
-    r"""y = x + x ⊙ σ(a), a = M_c + M_s (the paper) or M_c ⊙ M_s (the official code), both
-    maps broadcast to (N, C, H, W); ``reduce`` takes a full-size gradient to a map's shape."""
-    logits = mc * ms if official else mc + ms  # (N, C, H, W), both maps broadcast
+def bam_gate_gradients(dy, x, mc, ms, gate="paper"):
+    r"""y = x + x ⊙ σ(a), a = M_c + M_s (``gate="paper"``) or M_c ⊙ M_s (``"official"``), both
+    maps broadcast to (N, C, H, W): the ops BAM's module runs, in its order."""
+    combine_forward, combine_backward = COMBINE[gate]
+    logits, combine_cache = combine_forward(mc, ms)  # (N, C, H, W), both maps broadcast
     attention, sigmoid_cache = sigmoid_forward(logits)  # σ(a), (N, C, H, W)
     _, gate_cache = gate_forward(x, attention)  # x ⊙ σ(a); y = x + that
     dx, dattention = gate_backward(dy, gate_cache)  # the gate's use of x ...
     dx += dy  # ... and the identity's: x is used twice
     dlogits = sigmoid_backward(dattention, sigmoid_cache)  # (N, C, H, W)
-    dmc_full = dlogits * ms if official else dlogits  # ∂a/∂M_c: M_s, or 1
-    dms_full = dlogits * mc if official else dlogits
-    return dx, reduce(dmc_full, mc.shape), reduce(dms_full, ms.shape)
+    dmc, dms = combine_backward(dlogits, combine_cache)  # each summed over its broadcast axes
+    return dx, dmc, dms
 
 
 def bam_gate_reference(dy, x, mc, ms):
@@ -374,23 +365,27 @@ def bam_identity_dropped(dy, x, mc, ms):
     return dx - dy, dmc, dms
 
 
-def summed_over_the_other_axes(t, shape):
-    """Sum over the axes (batch excepted) where ``shape`` is NOT 1: M_c's gradient reduced
+# wrong reductions of a broadcast's gradient, with the signature of npcbam's sum_to_shape
+
+
+def not_reduced(grad, shape):
+    return grad  # (N, C, H, W), whatever the map's shape
+
+
+def summed_over_the_other_axes(grad, shape):
+    """Summed over the axes (batch excepted) where ``shape`` is NOT 1: M_c's gradient reduced
     like M_s's and the other way round."""
     axes = tuple(i for i, size in enumerate(shape) if i > 0 and size != 1)
-    return t.sum(axis=axes, keepdims=True)
+    return grad.sum(axis=axes, keepdims=True)
 
 
-def summed_over_batch_too(t, shape):
-    return sum_to_shape(t, shape).sum(axis=0, keepdims=True)
+def summed_over_batch_too(grad, shape, original):
+    return original(grad, shape).sum(axis=0, keepdims=True)
 
 
-def averaged_to_shape(t, shape):
-    return t.mean(axis=spread_axes(t, shape), keepdims=True)
-
-
-def bam_variant(**changed):
-    return lambda dy, x, mc, ms: bam_gate_gradients(dy, x, mc, ms, **changed)
+def averaged_to_shape(grad, shape, original):
+    copies = grad.size // int(np.prod(shape))  # how many entries each map entry was copied to
+    return original(grad, shape) / copies
 
 
 BAM_GATE = Exercise(
@@ -425,33 +420,33 @@ BAM_GATE = Exercise(
                     "your M̄_c and M̄_s are full-size (N, C, H, W): each map was broadcast in "
                     "the forward, so sum its gradient back to its shape (M_c over H, W; M_s "
                     "over C)",
-                    variant=bam_variant(reduce=lambda t, shape: t),
+                    plants=lambda: {"sum_to_shape": not_reduced},
                 ),
                 Misconception(
                     "bam_maps_reduced_over_wrong_axes",
                     "your M̄_c is summed over C and M̄_s over H, W: each map's gradient is "
                     "summed over the axes along which THAT map was broadcast (M_c (N, C, 1, 1) "
                     "over H, W; M_s (N, 1, H, W) over C)",
-                    variant=bam_variant(reduce=summed_over_the_other_axes),
+                    plants=lambda: {"sum_to_shape": summed_over_the_other_axes},
                 ),
                 Misconception(
                     "bam_maps_summed_over_batch",
                     "your M̄_c and M̄_s are also summed over the batch: every image has its own "
                     "maps, so sum over the broadcast axes only, never over N",
-                    variant=bam_variant(reduce=summed_over_batch_too),
+                    plants=lambda: {"sum_to_shape": summed_over_batch_too},
                 ),
                 Misconception(
                     "bam_maps_averaged",
                     "your M̄_c and M̄_s average over the broadcast axes: a broadcast copies "
                     "one value to many positions, and its gradient is the sum over them",
-                    variant=bam_variant(reduce=averaged_to_shape),
+                    plants=lambda: {"sum_to_shape": averaged_to_shape},
                 ),
                 Misconception(
                     "bam_official_form",
                     "your gradients are those of the official code's gate 1 + σ(M_c ⊙ M_s) "
                     "(a product, so M̄_c = Σ ā ⊙ M_s); the paper's, asked here, is "
                     "1 + σ(M_c + M_s), where ā reaches both maps unchanged",
-                    variant=bam_variant(official=True),
+                    variant=lambda dy, x, mc, ms: bam_gate_gradients(dy, x, mc, ms, "official"),
                 ),
                 SIGMOID_SQUARED,
             ),
