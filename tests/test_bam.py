@@ -11,6 +11,7 @@ import pytest
 from helpers import EXACT, SAFE_MARGIN, assert_gradients_match, relative_error, seeds
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
+from parity.bam_keys import BIASES_BEFORE_BATCHNORM
 
 import npcbam
 import npcbam.ops.broadcast as broadcast_module
@@ -53,17 +54,6 @@ OFFICIAL_KEYS = [
     "spatial_att.gate_s.gate_s_conv_final.weight",
     "spatial_att.gate_s.gate_s_conv_final.bias",
 ]
-
-
-# the biases of the layers just before a BatchNorm: in training mode BatchNorm subtracts the
-# batch mean, which removes them, so their gradient is exactly zero (the official module has
-# them all the same; in evaluation mode they count)
-BIASES_BEFORE_BATCHNORM = {
-    "channel_att.gate_c.gate_c_fc_0.bias",
-    "spatial_att.gate_s.gate_s_conv_reduce0.bias",
-    "spatial_att.gate_s.gate_s_conv_di_0.bias",
-    "spatial_att.gate_s.gate_s_conv_di_1.bias",
-}
 
 
 def batchnorms(module):
