@@ -27,6 +27,7 @@ NOTEBOOK = "ex09_attention_family"
 
 
 def eca_conv1d_reference(dy, v, w):
+    """v̄ and w̄ of ECA's convolution across channels, from npcbam's op pair."""
     _, cache = conv1d_channels_forward(v, w)
     return conv1d_channels_backward(dy, cache)
 
@@ -458,6 +459,7 @@ BAM_GATE = Exercise(
 
 
 def dilated_col2im_reference(cols, x_shape, kh, kw, stride, padding, dilation):
+    """npcbam's col2im with one stride, padding and dilation for both axes."""
     square = (stride, stride), (padding, padding), (dilation, dilation)  # one value, both axes
     return col2im(cols, tuple(x_shape), (kh, kw), *square)
 
