@@ -39,6 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for helpers and parity
 from parity.bam_keys import scale_key, zero_in_training
 from parity.fixture_io import replace_fixtures
+from parity.make_official_fixtures import check_results
 from parity.stored import errors_against
 from parity.torch_bam import MODES, build, margins, random_state, torch_results
 
@@ -92,16 +93,6 @@ def has_zero_tensor(results: dict, mode: str) -> bool:
         for key, value in results.items()
         if not key.endswith("num_batches_tracked") and not zero_in_training(key, mode)
     )
-
-
-def check_results(stem: str, results: dict, np_dtype) -> None:
-    """Dtypes as documented: ``num_batches_tracked`` int64 0-d, everything else ``np_dtype``."""
-    for key, value in results.items():
-        if key.endswith("num_batches_tracked"):
-            if value.dtype != np.int64 or value.shape != ():
-                raise RuntimeError(f"{stem}: {key} is {value.dtype} {value.shape}, not int64 0-d")
-        elif value.dtype != np_dtype:
-            raise RuntimeError(f"{stem}: {key} is {value.dtype}, not {np.dtype(np_dtype)}")
 
 
 def make_fixtures(stem: str, name: str, config: dict, shape, base_seed: int, mode: str):

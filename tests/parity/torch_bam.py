@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from parity.torch_official import _as_tensor  # floats in a dtype, integers as int64
+
 MODES = ("train", "eval")
 
 
@@ -152,14 +154,6 @@ def random_state(module: nn.Module, rng: np.random.Generator) -> dict[str, np.nd
             value = rng.standard_normal(shape) / math.sqrt(math.prod(shape[1:]))
         state[key] = value.astype(np.float32).astype(np.float64)
     return state
-
-
-def _as_tensor(array, dtype: torch.dtype) -> torch.Tensor:
-    """A torch copy of ``array``: floats in ``dtype``, integers as int64."""
-    array = np.array(array, order="C")
-    if np.issubdtype(array.dtype, np.integer):
-        return torch.from_numpy(array.astype(np.int64))
-    return torch.from_numpy(array).to(dtype)
 
 
 def load(name: str, config: Mapping, state: Mapping, dtype, mode: str) -> nn.Module:
