@@ -74,6 +74,15 @@ class TrainConfig:
             raise ValueError(f"task={self.task!r}; expected one of {TASKS}")
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention={self.attention!r}; expected one of {ATTENTIONS}")
+        if self.attention == "bam" and 1 in (self.batch_size, self.n_train % self.batch_size):
+            # BAM's BatchNorm1d normalises over the batch: one image has no batch statistics
+            raise ValueError(
+                f"attention='bam' cannot train on a batch of one image (batch_size="
+                f"{self.batch_size}, n_train={self.n_train}: the last batch holds "
+                f"{self.n_train % self.batch_size or self.batch_size}); BAM's BatchNorm1d "
+                "normalises over the batch; choose batch_size and n_train so that no batch "
+                "holds a single image"
+            )
 
 
 @dataclasses.dataclass

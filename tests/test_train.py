@@ -67,7 +67,8 @@ def box_keys(attention):
         (
             {"attention": "self"},
             ValueError,
-            r"attention='self'; expected one of \('cbam', 'channel', 'spatial', 'none'\)",
+            r"attention='self'; expected one of \('cbam', 'channel', 'spatial', 'se', 'eca', "
+            r"'bam', 'none'\)",
         ),
     ],
 )

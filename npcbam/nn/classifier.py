@@ -32,12 +32,17 @@ class AttentionClassifier(Module):
     num_classes : int
     widths : sequence of int
         Channels of each block (its length is the number of blocks).
-    attention : {"cbam", "channel", "spatial", "none"}
+    attention : {"cbam", "channel", "spatial", "se", "eca", "bam", "none"}
+        The attention of every block (see :func:`~npcbam.nn.residual.make_attention`).
     reduction, kernel_size : int
-        Of the attention modules.
+        Of the attention modules: r of CBAM's MLP, SE and BAM (hidden width ``width // r``;
+        SE clamps it to at least 1, the others refuse 0; the default 4 gives 4 and 8 hidden
+        units at the default widths) and CBAM's spatial kernel (ECA's kernel is adaptive, 3
+        at these widths).
     seed : int, numpy Generator or None
     attention_options : dict, optional
-        :class:`~npcbam.nn.cbam.CBAM`'s keyword options for every block (ablations).
+        :class:`~npcbam.nn.cbam.CBAM`'s keyword options for every block (ablations), or SE's,
+        ECA's or BAM's (``hidden``; ``eca_kernel_size``; ``gate``, ``dilation``).
 
     Notes
     -----

@@ -13,26 +13,44 @@ import numpy as np
 
 from npcbam._checks import require_int
 from npcbam.nn.activation import ReLU
+from npcbam.nn.bam import BAM
 from npcbam.nn.batchnorm import BatchNorm2d
 from npcbam.nn.cbam import CBAM, check_options
 from npcbam.nn.channel_attention import ChannelAttention, hidden_width
 from npcbam.nn.conv import Conv2d
+from npcbam.nn.eca import ECA
 from npcbam.nn.init import require_size, rng_from_seed
 from npcbam.nn.module import Module, check_feature_map
+from npcbam.nn.se import SE
 from npcbam.nn.sequential import Sequential
 from npcbam.nn.spatial_attention import SpatialAttention
 
-ATTENTIONS = ("cbam", "channel", "spatial", "none")
+ATTENTIONS = ("cbam", "channel", "spatial", "se", "eca", "bam", "none")
+# the attentions whose hidden width is C // r, refused when 0 (SE clamps it instead, see
+# make_attention; ECA has no hidden layer)
+REDUCED = ("cbam", "channel", "bam")
 
 
 def make_attention(kind: str, channels: int, reduction: int, kernel_size: int, rng, options=None):
-    """The attention module of a block, and its state-dict prefix: CBAM under ``cbam``,
-    channel or spatial attention alone under ``attention``, or ``(None, None)`` for none.
+    """The attention module of a block, and its state-dict prefix: CBAM under ``cbam``;
+    channel or spatial attention alone, :class:`~npcbam.nn.SE`, :class:`~npcbam.nn.ECA` or
+    :class:`~npcbam.nn.BAM` under ``attention``; or ``(None, None)`` for none.
 
     ``options`` are :class:`CBAM`'s keyword options (``arrangement``, ``pool_types``,
     ``spatial_descriptor``, ``spatial_batchnorm``, ``mlp_bias``, ``spatial_bn_momentum``,
     ``spatial_pool_order``, ``hidden``, ``max_ties``), checked under these names; channel or
-    spatial attention alone takes the ones that concern it.
+    spatial attention alone takes the ones that concern it. The other modules take:
+
+    * ``"se"``: ``hidden``, SE's hidden width. Default ``max(1, channels // reduction)``: SE
+      clamps a width that would be 0 to one unit (as timm's ``SEModule`` keeps at least one
+      hidden unit), where CBAM, channel attention and BAM refuse it.
+    * ``"eca"``: ``eca_kernel_size``, ECA's kernel k (odd, at most ``channels``). Default
+      None, the paper's adaptive size from ``channels`` (:func:`~npcbam.nn.eca.eca_kernel_size`:
+      3 for 8 to 127 channels); ``reduction`` and ``kernel_size`` are not used.
+    * ``"bam"``: ``gate`` (``"paper"``, the default, or ``"official"``) and ``dilation``
+      (default 4); the hidden width is ``channels // reduction``, refused when 0;
+      ``kernel_size`` is not used. BAM's paper places it between stages; here, like every other
+      choice, it sits on each block's residual branch.
     """
     if options is None:
         options = {}
@@ -67,6 +85,17 @@ def make_attention(kind: str, channels: int, reduction: int, kernel_size: int, r
         if mapped.get("descriptor") == "conv":
             mapped["channels"] = channels
         return SpatialAttention(kernel_size, seed=rng, **mapped), "attention"
+    if kind == "se":
+        hidden = _translate(options, {"hidden": "hidden"}, kind).get("hidden")
+        if hidden is None:
+            hidden = max(1, channels // reduction)  # clamped, not refused (see above)
+        return SE(channels, reduction, seed=rng, hidden=hidden), "attention"
+    if kind == "eca":
+        mapped = _translate(options, {"eca_kernel_size": "kernel_size"}, kind)
+        return ECA(channels, seed=rng, **mapped), "attention"
+    if kind == "bam":
+        mapped = _translate(options, {"gate": "gate", "dilation": "dilation"}, kind)
+        return BAM(channels, reduction, seed=rng, **mapped), "attention"
     if kind == "none":
         if options:
             raise ValueError(f"attention='none' takes no options, got {sorted(options)}")
@@ -86,12 +115,12 @@ def _translate(options: dict, allowed: dict, kind: str) -> dict:
 def check_hidden_width(
     attention: str, channels: int, reduction, options, channels_name="out_channels"
 ):
-    """With channel attention and no explicit ``hidden`` option: ``channels // reduction``
-    must be >= 1; the error names ``channels_name`` and ``reduction`` as the caller spells
-    them."""
+    """With CBAM, channel attention or BAM and no explicit ``hidden`` option:
+    ``channels // reduction`` must be >= 1; the error names ``channels_name`` and ``reduction``
+    as the caller spells them."""
     require_int(reduction, "reduction", 1)
     explicit = isinstance(options, Mapping) and options.get("hidden") is not None
-    if attention in ("cbam", "channel") and not explicit:
+    if attention in REDUCED and not explicit:
         hidden_width(channels, reduction, (channels_name, "reduction"))
 
 
@@ -118,15 +147,16 @@ class ResidualBlockCBAM(Module):
     stride : int
         Of ``conv1`` and of the shortcut convolution.
     reduction : int
-        CBAM's MLP reduction ratio (hidden width ``out_channels // reduction`` >= 1).
+        The reduction ratio r of CBAM's MLP, SE and BAM (hidden width ``out_channels // r``,
+        >= 1; SE clamps it to >= 1).
     kernel_size : int
         CBAM's spatial kernel (odd).
-    attention : {"cbam", "channel", "spatial", "none"}
+    attention : {"cbam", "channel", "spatial", "se", "eca", "bam", "none"}
         npcbam's addition for ablations: which attention sits on the residual branch
         (default CBAM, the seed's block).
     attention_options : dict, optional
         Keyword options of :class:`CBAM` (arrangement, pool types, spatial descriptor, ...),
-        see :func:`make_attention`.
+        or of SE, ECA or BAM, see :func:`make_attention`.
     seed : int, numpy Generator or None
 
     Notes
@@ -134,8 +164,9 @@ class ResidualBlockCBAM(Module):
     State dict: ``conv1.weight``, ``bn1.*``, ``conv2.weight``, ``bn2.*``, ``cbam.mlp.0.weight``,
     ``cbam.mlp.2.weight``, ``cbam.conv.weight`` and, with a projection shortcut,
     ``shortcut.0.weight`` and ``shortcut.1.*`` (BatchNorm: ``weight``, ``bias``,
-    ``running_mean``, ``running_var``, ``num_batches_tracked``). With ``attention="channel"``
-    or ``"spatial"`` the attention's keys start with ``attention.``.
+    ``running_mean``, ``running_var``, ``num_batches_tracked``). With ``attention="channel"``,
+    ``"spatial"``, ``"se"``, ``"eca"`` or ``"bam"`` the attention's keys start with
+    ``attention.``.
     Input (N, in, H, W) -> output (N, out, Ho, Wo), :math:`H_o = \lfloor (H - 1)/s \rfloor + 1`.
     """
 
@@ -217,15 +248,18 @@ class ResidualBlockCBAM(Module):
     @property
     def spatial_map(self) -> np.ndarray | None:
         """The block's CBAM spatial map :math:`M_s` of the last forward, (N, 1, Ho, Wo); None
-        without spatial attention."""
+        without spatial attention, and for BAM (its :math:`M_s` is a logit, not a map in
+        (0, 1); read it from the block's ``attention``)."""
         if self.attention_kind in ("cbam", "spatial"):
             return self.attention.spatial_map
         return None
 
     @property
     def channel_map(self) -> np.ndarray | None:
-        """The block's channel map :math:`M_c` of the last forward, (N, out, 1, 1); None
-        without channel attention."""
-        if self.attention_kind in ("cbam", "channel"):
+        """The block's channel map :math:`M_c` of the last forward, (N, out, 1, 1), gates in
+        (0, 1) (SE's and ECA's too); None without channel attention, and for BAM, whose
+        :math:`M_c` is a logit added to its spatial map before one sigmoid (read it from the
+        block's ``attention``)."""
+        if self.attention_kind in ("cbam", "channel", "se", "eca"):
             return self.attention.channel_map
         return None
