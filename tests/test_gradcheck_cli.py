@@ -81,7 +81,7 @@ def test_an_unknown_name_lists_the_valid_ones(capsys):
 
 def test_check_names_are_unique_and_cover_the_suite():
     names = check_names()
-    assert len(names) == len(set(names)) == 30
+    assert len(names) == len(set(names)) >= 30  # every op and module of the suite
     assert all(re.fullmatch(r"\w+", name) for name in names)
 
 
