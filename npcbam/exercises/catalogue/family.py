@@ -395,7 +395,7 @@ BAM_GATE = Exercise(
     points=2,
     notebook=NOTEBOOK,
     reading="07_cbam_end_to_end.ipynb §2–3",
-    theory="docs/theory/gating.md",
+    theory="docs/theory/bam.md",
     parts=(
         Part(
             "bam_gate_backward",
@@ -549,7 +549,7 @@ DILATED_COL2IM = Exercise(
     points=2,
     notebook=NOTEBOOK,
     reading="04_im2col_convolution.ipynb §2 and §4",
-    theory="docs/theory/convolution.md",
+    theory="docs/theory/bam.md",
     parts=(
         Part(
             "dilated_col2im",
