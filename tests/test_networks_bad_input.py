@@ -256,7 +256,7 @@ def test_failure_deep_inside_restores_buffers_and_blocks_backward(monkeypatch, c
     with pytest.raises(RuntimeError, match=r"the last forward\(\) through it failed"):
         module.backward(dy)
     for _, sub in module.named_modules():
-        with pytest.raises(RuntimeError, match="the last forward.. through it failed"):
+        with pytest.raises(RuntimeError, match=r"the last forward\(\) through it failed"):
             sub.backward(np.zeros(1))
     assert_unchanged(module, before)
     # after the next successful forward, everything works again
