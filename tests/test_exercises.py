@@ -4,6 +4,8 @@ misconceptions, mutations, bad returns) and never fails a right one written diff
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -391,3 +393,23 @@ def test_planting_restores_the_originals_even_after_an_error():
         raise RuntimeError
     assert pooling.global_avg_pool_backward is original
     assert module.global_avg_pool_backward is original
+
+
+def test_the_readme_and_course_page_counts_match_the_registry():
+    """The prose says how many exercises, notebooks and catalogued mistakes there are: the
+    registry decides."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    words = {"sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20}
+    words |= {"twenty-one": 21, "twenty-two": 22, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+    notebooks = {exercise.notebook for exercise in EXERCISES.values()}
+    mistakes = sum(len(exercise.misconceptions) for exercise in EXERCISES.values())
+    for page in (root / "README.md", root / "docs" / "course.md"):
+        text = page.read_text(encoding="utf-8").replace("\n", " ")
+        found = re.search(r"(\S+) exercises in (\S+) notebooks", text, re.I)
+        assert found, f"{page.name}: no 'N exercises in M notebooks'"
+        assert words[found[1].lower()] == len(EXERCISES), (page.name, found[0])
+        assert words[found[2].lower()] == len(notebooks), (page.name, found[0])
+    readme = (root / "README.md").read_text(encoding="utf-8").replace("\n", " ")
+    assert f"{mistakes} catalogued mistakes" in readme
