@@ -21,7 +21,11 @@ from npcbam.gradcheck import (
     randomize_batchnorms,
 )
 from npcbam.nn import (
+    BAM,
     CBAM,
+    ECA,
+    SE,
+    BatchNorm1d,
     BatchNorm2d,
     ChannelAttention,
     Conv2d,
@@ -169,15 +173,19 @@ def _op_cases(rng: np.random.Generator) -> Iterator[tuple[str, str, object, obje
     )
 
 
-def with_live_relus(module, rng: np.random.Generator, shape) -> np.ndarray:
+def with_live_relus(
+    module, rng: np.random.Generator, shape, first_layer=("mlp.0.weight",)
+) -> np.ndarray:
     """Make every hidden unit of the shared MLP active in both branches; return the input.
 
     A dead ReLU hides bugs: if the max branch's hidden units are all inactive, that branch's
     gradient is zero anyway, and dropping it would go unnoticed. A positive input and a positive
-    first MLP layer give positive pre-activations everywhere.
+    first MLP layer give positive pre-activations everywhere. ``first_layer`` names that
+    layer's parameters (SE's: ``fc1.weight`` and ``fc1.bias``).
     """
     weights = module.state_dict()
-    weights["mlp.0.weight"] = np.abs(weights["mlp.0.weight"])
+    for name in first_layer:
+        weights[name] = np.abs(weights[name])
     module.load_state_dict(weights)
     return 1.5 + distinct_values(rng, shape, scale=1.0)  # entries in [0.5, 2.5]
 
@@ -221,16 +229,69 @@ def _module_cases(rng: np.random.Generator) -> Iterator[tuple[str, object, np.nd
     yield "ResidualBlockCBAM_eval", block.eval(), x
 
 
+def _family_op_cases(rng: np.random.Generator) -> Iterator[tuple[str, str, object, object, dict]]:
+    """(name, title, forward, backward, inputs) for the ops of CBAM's family: ECA's 1-D
+    convolution across channels, the dilated convolution (with stride 2, no padding, a
+    non-square input and kernel) and BAM's two ways of combining its maps."""
+    yield (
+        "conv1d_channels",
+        "conv1d_channels k=3",
+        ops.conv1d_channels_forward,
+        ops.conv1d_channels_backward,
+        {"v": distinct_values(rng, (2, 7)), "weight": rng.standard_normal(3)},
+    )
+    yield (
+        "conv2d_dilated",
+        "conv2d 3x2 dilation 2 stride 2 pad 0, bias",
+        lambda x, w, b: ops.conv2d_forward(x, w, b, stride=2, padding=0, dilation=2),
+        ops.conv2d_backward,
+        {
+            "x": distinct_values(rng, (2, 3, 7, 9)),
+            "weight": rng.standard_normal((2, 3, 3, 2)),
+            "bias": rng.standard_normal(2),
+        },
+    )
+    maps = {"a": rng.standard_normal((2, 3, 1, 1)), "b": rng.standard_normal((2, 1, 4, 5))}
+    for combine in ("add", "multiply"):
+        yield (
+            f"broadcast_{combine}",
+            f"broadcast_{combine} (N, C, 1, 1) with (N, 1, H, W)",
+            getattr(ops, f"broadcast_{combine}_forward"),
+            getattr(ops, f"broadcast_{combine}_backward"),
+            maps,
+        )
+
+
+def _family_module_cases(rng: np.random.Generator) -> Iterator[tuple[str, object, np.ndarray]]:
+    """(name, module, input) for CBAM's family: SE with live ReLUs, ECA with the adaptive and
+    a larger kernel, BatchNorm1d and BAM in both gate forms, in training and evaluation mode
+    (random BatchNorm states; four images, H != W)."""
+    se = SE(6, reduction=2, seed=rng)
+    yield "SE", se, with_live_relus(se, rng, (2, 6, 3, 4), ("fc1.weight", "fc1.bias"))
+    yield "ECA", ECA(8, seed=rng), distinct_values(rng, (2, 8, 3, 4))
+    yield "ECA_kernel5", ECA(6, kernel_size=5, seed=rng), distinct_values(rng, (2, 6, 4, 3))
+    vectors = distinct_values(rng, (4, 3))
+    yield "BatchNorm1d", randomize_batchnorms(BatchNorm1d(3), rng), vectors
+    yield "BatchNorm1d_eval", randomize_batchnorms(BatchNorm1d(3), rng).eval(), vectors
+    x = distinct_values(rng, (4, 4, 5, 6))
+    for gate, suffix in (("paper", ""), ("official", "_official")):
+        for mode in ("train", "eval"):
+            bam = randomize_batchnorms(BAM(4, reduction=2, gate=gate, dilation=2, seed=rng), rng)
+            yield f"BAM{suffix}{'_eval' if mode == 'eval' else ''}", bam.train(mode == "train"), x
+
+
 def _checks(seed: int) -> dict[str, Callable[[], GradcheckReport]]:
     """Every check by name, in the suite's order; each runs when called. All cases are drawn
-    first, so a check's inputs are the same whichever checks run."""
-    rng = np.random.default_rng(seed)
+    first, so a check's inputs are the same whichever checks run; CBAM's family draws from a
+    generator of its own, so adding it left the other checks' inputs as they were."""
+    rng, family_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])
     checks: dict[str, Callable[[], GradcheckReport]] = {}
-    for name, title, forward, backward, inputs in list(_op_cases(rng)):
+    op_cases = [*_op_cases(rng), *_family_op_cases(family_rng)]
+    for name, title, forward, backward, inputs in op_cases:
         checks[name] = functools.partial(
             check_op_gradients, forward, backward, inputs, title=title, seed=seed
         )
-    for name, module, x in list(_module_cases(rng)):
+    for name, module, x in [*_module_cases(rng), *_family_module_cases(family_rng)]:
         checks[name] = functools.partial(check_gradients, module, x, seed=seed)
     return checks
 

@@ -11,7 +11,7 @@ from npcbam.trace import DESCRIPTIONS
 def test_gradcheck_passes_and_prints_tables(capsys):
     assert main(["gradcheck"]) == 0
     out = capsys.readouterr().out
-    assert "30 of 30 checks passed" in out
+    assert "43 of 43 checks passed" in out
     assert "0 kink coordinates skipped" in out
     for name in (
         "input",
