@@ -7,6 +7,7 @@ Usage::
         --figure ablation.png                            # ... and write the results
     python benchmarks/ablation.py --quick                # tiny data, 1 epoch: checks it runs
     python benchmarks/ablation.py --seeds 5 --tasks where --rows none cbam-k7
+    python benchmarks/ablation.py --merge old.json new.json --json all.json  # no training
 
 Each row of ``ROWS`` is one attention design from the paper's design space (Woo et al., ECCV
 2018, Tables 1-3), placed in every residual block of the small ``AttentionClassifier`` and
@@ -42,9 +43,10 @@ os.environ["OMP_NUM_THREADS"] = THREADS
 os.environ["MKL_NUM_THREADS"] = THREADS
 
 import numpy as np  # noqa: E402 (after the thread settings)
+from model_cost import multiply_adds  # noqa: E402 (this folder: the script's own)
 
-from npcbam.data import TASKS  # noqa: E402
-from npcbam.train import TrainConfig, train_classifier  # noqa: E402
+from npcbam.data import TASKS, load_task  # noqa: E402
+from npcbam.train import TrainConfig, build_model, train_classifier  # noqa: E402
 
 # the paper's CBAM, every option spelled out: channel attention from avg- and max-pooled
 # features, then spatial attention from the channel max and mean (the "pool" descriptor)
@@ -78,13 +80,17 @@ ROWS = [
     Row("cbam-conv-k7",    "cbam",    7, None,  {**CBAM, "spatial_descriptor": "conv"}),
     Row("spatial-channel", "cbam",    7, 22.78, {**CBAM, "arrangement": "spatial-channel"}),
     Row("parallel",        "cbam",    7, 22.95, {**CBAM, "arrangement": "parallel"}),
+    Row("se",              "se",      7, 23.14, {}),
+    Row("eca",             "eca",     7, None,  {}),
+    Row("bam",             "bam",     7, None,  {}),
 ]
 # fmt: on
 ROW_KEYS = [row.key for row in ROWS]
 PAPER = (
     "ResNet-50 on ImageNet-1K, top-1 error (%), from the CBAM paper (Woo et al., ECCV 2018, "
-    "Tables 1 and 3) as quoted in the project's issue; the issue gives no figure for the "
-    "k = 3 and 1x1-conv rows"
+    "Tables 1, 3 and 4; SE's row is SE-ResNet-50 as trained there) as quoted in the project's "
+    "issue; no figure for the k = 3 and 1x1-conv rows, nor for ECA and BAM, whose papers "
+    "trained their ResNet-50s differently (see docs/ablation.md)"
 )
 
 # Per task: the TrainConfig fields (besides task, attention, options, kernel and seed) and the
@@ -108,10 +114,20 @@ QUICK_SETUP = {
 QUICK_ROWS = ["none", "channel-avgmax", "cbam-k7"]
 
 
+# CBAM's family, each with its defaults in AttentionClassifier (r = 4, see make_attention)
+FAMILY = {
+    "se": "SE: avg pool → FC → ReLU → FC (biases) → sigmoid",
+    "eca": "ECA: avg pool → 1-D conv across C (k=3) → sigmoid",
+    "bam": "BAM (paper gate): F + F ⊙ σ(M_c + M_s), dilated M_s",
+}
+
+
 def describe(row: Row) -> str:
     """The design in words, from the row's settings."""
     if row.attention == "none":
         return "no attention"
+    if row.attention in FAMILY:
+        return FAMILY[row.attention]
     options = row.options
     pools = " & ".join(options.get("pool_types", ("avg", "max")))
     if row.attention == "channel":
@@ -130,8 +146,8 @@ def describe(row: Row) -> str:
     return f"{first} → {second}"
 
 
-def run_one(task: str, row: Row, seed: int, setup: dict) -> dict:
-    config = TrainConfig(
+def config_of(task: str, row: Row, seed: int, setup: dict) -> TrainConfig:
+    return TrainConfig(
         task=task,
         attention=row.attention,
         attention_options=dict(row.options),
@@ -141,6 +157,59 @@ def run_one(task: str, row: Row, seed: int, setup: dict) -> dict:
         attention_stats=False,  # Grad-CAM statistics are not scored here, and cost more
         **setup["train"],
     )
+
+
+def model_cost(task: str, row: Row, setup: dict) -> dict:
+    """The row's model on the task: parameters and multiply-adds per image (model_cost.py);
+    the same for every seed."""
+    one_image = load_task(task, 1, 1, seed=0, **setup["data"])[0]  # images (1, C, H, W)
+    model = build_model(config_of(task, row, 0, setup), one_image)
+    return {
+        "parameters": int(sum(p.size for p in model.parameters().values())),
+        "multiply_adds": multiply_adds(model, one_image.images.shape[1:]),
+    }
+
+
+def merge(paths: list[Path]) -> dict:
+    """Several results files as one: every (task, row) of every file, in ROWS order, a later
+    file's row replacing an earlier one's. The files must agree on seeds, --quick and each
+    task's settings. A row without multiply-adds (a file from before they were counted) gets
+    them from its model."""
+    files = [json.loads(path.read_text()) for path in paths]
+    first = files[0]
+    merged = {**{k: v for k, v in first.items() if k != "tasks"}, "tasks": {}, "merged": []}
+    rows: dict[str, dict[str, dict]] = {}
+    for path, results in zip(paths, files):
+        for key in ("seeds", "quick"):
+            if results[key] != first[key]:
+                raise ValueError(f"{path}: {key}={results[key]!r}, {paths[0]}: {first[key]!r}")
+        for task, block in results["tasks"].items():
+            settings = {k: v for k, v in block.items() if k != "rows"}
+            known = merged["tasks"].setdefault(task, settings)
+            if known != settings:
+                raise ValueError(f"{path}: task {task!r} has settings {settings}, not {known}")
+            rows.setdefault(task, {}).update((row["row"], row) for row in block["rows"])
+        merged["merged"].append(
+            {k: results.get(k) for k in ("command", "machine", "wall_seconds", "merged")}
+        )
+    merged["command"] = [entry["command"] for entry in merged["merged"]]
+    merged["wall_seconds"] = sum(entry["wall_seconds"] for entry in merged["merged"])
+    merged["paper"] = PAPER
+    for task, by_key in rows.items():
+        setup = {"train": merged["tasks"][task]["train_config"]}
+        setup["data"] = merged["tasks"][task]["data_options"]
+        ordered = [by_key[row.key] for row in ROWS if row.key in by_key]
+        for summary, row in zip(ordered, [row for row in ROWS if row.key in by_key]):
+            if "multiply_adds" not in summary:
+                cost = model_cost(task, row, setup)
+                assert cost["parameters"] == summary["parameters"], (row.key, cost)
+                summary["multiply_adds"] = cost["multiply_adds"]
+        merged["tasks"][task]["rows"] = ordered
+    return merged
+
+
+def run_one(task: str, row: Row, seed: int, setup: dict) -> dict:
+    config = config_of(task, row, seed, setup)
     result = train_classifier(config, log=None)
     return {
         "seed": seed,
@@ -156,10 +225,11 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
-def summarise(row: Row, runs: list[dict]) -> dict:
+def summarise(row: Row, runs: list[dict], cost: dict) -> dict:
     accuracy_mean, accuracy_std = mean_std([r["test_accuracy"] for r in runs])
     train_mean, train_std = mean_std([r["train_accuracy"] for r in runs])
     (parameters,) = {r["parameters"] for r in runs}  # the same model for every seed
+    assert parameters == cost["parameters"], (parameters, cost)
     return {
         "row": row.key,
         "design": describe(row),
@@ -174,6 +244,7 @@ def summarise(row: Row, runs: list[dict]) -> dict:
         "train_accuracy_mean": train_mean,
         "train_accuracy_std": train_std,
         "parameters": parameters,
+        "multiply_adds": cost["multiply_adds"],
         "train_seconds_mean": statistics.fmean(r["train_seconds"] for r in runs),
         "runs": runs,
     }
@@ -182,6 +253,11 @@ def summarise(row: Row, runs: list[dict]) -> dict:
 def pct(value: float | None, spec: str = ".1f") -> str:
     """A fraction as a percentage, or "n/a" (the std of a single seed)."""
     return "n/a" if value is None else format(100 * value, spec)
+
+
+def versus(row: dict, baseline: dict | None, key: str) -> str:
+    """What ``row`` adds to the baseline's ``key`` (parameters, multiply-adds), signed."""
+    return "–" if baseline is None else f"{row[key] - baseline[key]:+,d}"
 
 
 def markdown(results: dict) -> str:
@@ -197,17 +273,18 @@ def markdown(results: dict) -> str:
             f"Data: {data}. Training: {train}. Seeds: {results['seeds']}.",
             "",
             "| # | row | design | test acc. % mean | std | per seed | train acc. % | parameters | "
-            "vs baseline | train s | paper: top-1 err. % |",
-            "|---:|---|---|---:|---:|---|---:|---:|---:|---:|---:|",
+            "vs baseline | mult-adds | vs baseline | train s | paper: top-1 err. % |",
+            "|---:|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for index, row in enumerate(block["rows"], 1):
             paper = "–" if row["paper_top1_error"] is None else f"{row['paper_top1_error']:.2f}"
             seeds = " / ".join(pct(r["test_accuracy"]) for r in row["runs"])
-            extra = "–" if baseline is None else f"{row['parameters'] - baseline['parameters']:+d}"
+            extra, macs = (versus(row, baseline, key) for key in ("parameters", "multiply_adds"))
             lines.append(
                 f"| {index} | {row['row']} | {row['design']} | {pct(row['test_accuracy_mean'])} | "
                 f"{pct(row['test_accuracy_std'])} | {seeds} | {pct(row['train_accuracy_mean'])} | "
-                f"{row['parameters']} | {extra} | {row['train_seconds_mean']:.1f} | {paper} |"
+                f"{row['parameters']} | {extra} | {row['multiply_adds']:,d} | {macs} | "
+                f"{row['train_seconds_mean']:.1f} | {paper} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -275,7 +352,34 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="write every number to this file")
     parser.add_argument("--markdown", type=Path, help="write the tables to this file")
     parser.add_argument("--figure", type=Path, help="write the figure (PNG) here (matplotlib)")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="train nothing: combine these results files (a later file's rows replace an "
+        "earlier one's), then write the tables, JSON and figure as asked",
+    )
     args = parser.parse_args(argv)
+    try:
+        results = merge(args.merge) if args.merge else run_grid(args, argv, parser)
+    except ValueError as error:  # files that cannot be merged: say why, no traceback
+        parser.error(str(error))
+    table = markdown(results)
+    print(table)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.markdown:
+        args.markdown.write_text(table)
+        print(f"wrote {args.markdown}")
+    if args.figure:
+        figure(results, args.figure)
+    return 0
+
+
+def run_grid(args, argv, parser) -> dict:
+    """Train every selected (task, row, seed); the results as written to the JSON."""
     n_seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
     if n_seeds < 1:
         parser.error(f"--seeds must be >= 1, got {n_seeds}")
@@ -311,22 +415,11 @@ def main(argv=None) -> int:
                     f"{time.perf_counter() - run_start:.1f} s",
                     flush=True,
                 )
-            block["rows"].append(summarise(row, runs))
+            block["rows"].append(summarise(row, runs, model_cost(task, row, setup)))
         results["tasks"][task] = block
     results["wall_seconds"] = time.perf_counter() - start
     print(f"total: {total} runs in {results['wall_seconds']:.0f} s\n")
-
-    table = markdown(results)
-    print(table)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {args.json}")
-    if args.markdown:
-        args.markdown.write_text(table)
-        print(f"wrote {args.markdown}")
-    if args.figure:
-        figure(results, args.figure)
-    return 0
+    return results
 
 
 if __name__ == "__main__":
