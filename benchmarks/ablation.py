@@ -324,7 +324,7 @@ def figure(results: dict, path: Path) -> bool:
         ax.set_title(f"task {task!r}", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
     axes[0].plot([], [], "x", color="C1", label="one seed")
-    axes[0].legend(fontsize=7, loc="lower left")
+    axes[0].legend(fontsize=7, loc="best")
     fig.suptitle(f"npcbam ablation, {len(results['seeds'])} seed(s) per row", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
