@@ -123,7 +123,7 @@ ECA_CONV1D = Exercise(
     title="ECA's 1-D convolution across channels, backward",
     points=2,
     notebook=NOTEBOOK,
-    reading="04_im2col_convolution.ipynb §4–5",
+    reading="09_attention_family.ipynb §2",
     theory="docs/theory/eca.md",
     parts=(
         Part(
@@ -269,7 +269,7 @@ BATCHNORM1D = Exercise(
     title="Batch normalisation over vectors (training mode), backward",
     points=3,
     notebook=NOTEBOOK,
-    reading="08_cbam_in_a_network.ipynb §2",
+    reading="09_attention_family.ipynb §4",
     theory="docs/theory/batchnorm.md",
     parts=(
         Part(
@@ -394,7 +394,7 @@ BAM_GATE = Exercise(
     title="BAM's residual gate backward",
     points=2,
     notebook=NOTEBOOK,
-    reading="07_cbam_end_to_end.ipynb §2–3",
+    reading="09_attention_family.ipynb §5",
     theory="docs/theory/bam.md",
     parts=(
         Part(
@@ -548,7 +548,7 @@ DILATED_COL2IM = Exercise(
     title="col2im with dilation: taps d pixels apart",
     points=2,
     notebook=NOTEBOOK,
-    reading="04_im2col_convolution.ipynb §2 and §4",
+    reading="09_attention_family.ipynb §3",
     theory="docs/theory/bam.md",
     parts=(
         Part(
