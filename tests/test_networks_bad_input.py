@@ -113,23 +113,24 @@ def test_conv_cbam_infinite_ratio():
 def test_classifier_unknown_attention_lists_the_options():
     with pytest.raises(
         ValueError,
-        match=r"attention='se'; expected one of \('cbam', 'channel', 'spatial', 'none'\)",
+        match=r"attention='sk'; expected one of \('cbam', 'channel', 'spatial', 'se', 'eca', "
+        r"'bam', 'none'\)",
     ):
-        AttentionClassifier(3, 4, widths=(4, 4), attention="se")
+        AttentionClassifier(3, 4, widths=(4, 4), attention="sk")
 
 
 def test_residual_block_unknown_attention():
-    with pytest.raises(ValueError, match=r"attention='se'; expected one of"):
-        ResidualBlockCBAM(4, 4, reduction=2, attention="se")
+    with pytest.raises(ValueError, match=r"attention='sk'; expected one of"):
+        ResidualBlockCBAM(4, 4, reduction=2, attention="sk")
 
 
-@pytest.mark.parametrize("attention", ["cbam", "channel"])
+@pytest.mark.parametrize("attention", ["cbam", "channel", "bam"])
 def test_residual_block_reduction_above_channels(attention):
     with pytest.raises(ValueError, match=r"channels // reduction = 4 // 8 = 0"):
         ResidualBlockCBAM(3, 4, reduction=8, attention=attention)
 
 
-@pytest.mark.parametrize("attention", ["spatial", "none"])
+@pytest.mark.parametrize("attention", ["spatial", "none", "eca"])
 def test_residual_block_reduction_unused_without_channel_attention(attention):
     block = ResidualBlockCBAM(3, 4, reduction=8, kernel_size=3, attention=attention, seed=0)
     assert block.forward(np.ones((2, 3, 4, 4))).shape == (2, 4, 4, 4)
