@@ -43,12 +43,15 @@ def run_module(module, fixture: dict) -> dict[str, np.ndarray]:
 
 
 def errors_against(
-    fixture: dict, results: dict, scale_key: Callable[[str], str | None] = lambda key: None
+    fixture: dict,
+    results: dict,
+    scale_key: Callable[[str], str | tuple[str, ...] | None] = lambda key: None,
 ) -> dict[str, float]:
     """The error of each result against the fixture's: exact equality for integers (0 or
     inf), otherwise :func:`helpers.relative_error`; or, where ``scale_key(key)`` names another
-    entry, the largest difference divided by that entry's largest magnitude (for a tensor
-    whose true value is zero, where a relative error means nothing)."""
+    entry (or a tuple of entries), the largest difference divided by that entry's largest
+    magnitude (the largest over the tuple) (for a tensor whose true value is zero, where a
+    relative error means nothing)."""
     errors = {}
     for key, ours in results.items():
         theirs = fixture[key]
@@ -57,7 +60,9 @@ def errors_against(
             errors[key] = 0.0 if np.array_equal(ours, theirs) else float("inf")
         elif scale is not None:
             diff = np.abs(np.asarray(ours, np.float64) - theirs.astype(np.float64)).max()
-            errors[key] = float(diff / np.abs(fixture[scale].astype(np.float64)).max())
+            scales = (scale,) if isinstance(scale, str) else scale  # one key or several
+            size = max(np.abs(fixture[k].astype(np.float64)).max() for k in scales)
+            errors[key] = float(diff / size)
         else:
             errors[key] = relative_error(ours, theirs)
     return errors
