@@ -158,7 +158,7 @@ CONCAT = Exercise(
         Part(
             "concat_backward",
             "concat_backward(ds) -> (ds_max, ds_mean)",
-            (("ds_max", "ŝ̄ (max)"), ("ds_mean", "s̄ (mean)")),
+            (("ds_max", "s̄^max"), ("ds_mean", "s̄^avg")),
             concat_reference,
             lambda rng: [
                 Case(shape_label(N=n, H=h, W=w), (upstream(rng, (n, 2, h, w)),))
@@ -386,7 +386,7 @@ SPATIAL_ATTENTION = Exercise(
                 ),
                 Misconception(
                     "spatial_max_use_dropped",
-                    "one of the uses of x is missing from x̄: the max over channels' (ŝ̄ at "
+                    "one of the uses of x is missing from x̄: the max over channels' (s̄^max at "
                     "each position's largest channel)",
                     plants=lambda: {"channel_max_pool_backward": skipped_backward},
                 ),
