@@ -171,7 +171,7 @@ def check_part(part: Part, runner: Runner, rng: np.random.Generator) -> PartOutc
         problems = _problems(part, case, call, exp)
         if problems and not lines:
             lines.append(feedback.location_line(problems[0], case.label))
-            others = [p.text.split(":")[0].split(" has ")[0].split(" is ")[0] for p in problems[1:]]
+            others = [problem.label for problem in problems[1:]]
             if others:
                 lines.append(f"wrong too on that case: {', '.join(others)}")
         if not problems:

@@ -53,6 +53,7 @@ class Mismatch:
     got: float | None = None
     wrong: int = 0  # entries outside the tolerance
     total: int = 0
+    label: str = ""  # which output, e.g. "x̄ (dx)"
 
 
 def scale_of(expected: np.ndarray) -> float:
@@ -72,14 +73,16 @@ def compare_array(got, expected: np.ndarray, label: str) -> Mismatch | None:
     """None if ``got`` is a float64 array of ``expected``'s shape within the tolerance; else
     what is wrong with it, first things first (type, shape, dtype, values)."""
     if not isinstance(got, np.ndarray):
-        return Mismatch("type", f"{label} is {describe_structure(got)}, not an array")
+        return Mismatch("type", f"{label} is {describe_structure(got)}, not an array", label=label)
     if got.shape != expected.shape:
-        return Mismatch("shape", f"{label} has shape {got.shape}; expected {expected.shape}")
+        text = f"{label} has shape {got.shape}; expected {expected.shape}"
+        return Mismatch("shape", text, label=label)
     if got.dtype != np.float64:
         return Mismatch(
             "dtype",
             f"{label} has dtype {got.dtype}; expected float64 (the inputs' dtype: start from "
             f"np.zeros_like of a float input, or np.zeros(shape) which is float64)",
+            label=label,
         )
     ok = close(got, expected)
     if ok.all():
@@ -97,6 +100,7 @@ def compare_array(got, expected: np.ndarray, label: str) -> Mismatch | None:
         float(got[worst]),
         wrong,
         total,
+        label,
     )
 
 
