@@ -3,6 +3,11 @@ uses, plus two margins specific to CBAM's shared MLP."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 
 from npcbam import testing
@@ -19,6 +24,7 @@ __all__ = [
     "kink_margin",
     "relative_error",
     "relu_margin",
+    "run_benchmark",
     "seeds",
     "smallest_batch_std",
     "top2_gap",
@@ -63,3 +69,19 @@ def smallest_batch_std(module) -> float:
         if getattr(cache, "batch_statistics", False):
             smallest = min(smallest, float(1 / np.max(cache.inv_std)))
     return smallest
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_benchmark(name: str, *args: str) -> subprocess.CompletedProcess:
+    """Run ``benchmarks/<name>`` with ``args`` in a subprocess, on the package of this checkout
+    (installed or not), and return the completed process (its text output captured)."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    script = REPO / "benchmarks" / name
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, check=False, env=env
+    )

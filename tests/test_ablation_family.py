@@ -2,17 +2,15 @@
 results files. No accuracy or timing is asserted (one epoch on 64 images measures nothing)."""
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_benchmark
 
 from npcbam.nn.classifier import AttentionClassifier
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "benchmarks" / "ablation.py"
 sys.path.insert(0, str(REPO / "benchmarks"))
 from model_cost import multiply_adds  # noqa: E402 (the benchmarks folder, just added)
 
@@ -20,14 +18,7 @@ FAMILY_ROWS = ["se", "eca", "bam"]
 
 
 def run_script(*args):
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, check=False, env=env
-    )
-    return result
+    return run_benchmark("ablation.py", *args)
 
 
 def conv(c_out, c_in, k, pixels):

@@ -2,15 +2,10 @@
 accuracy or timing is asserted: one epoch on 64 images measures nothing."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import run_benchmark
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "benchmarks" / "ablation.py"
 QUICK_ROWS = ["none", "channel-avgmax", "cbam-k7"]
 ALL_ROWS = [
     "none",
@@ -27,27 +22,16 @@ ALL_ROWS = [
 
 def run_script(tmp_path, *args):
     paths = {name: tmp_path / f"ablation.{name}" for name in ("json", "md", "png")}
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "--quick",
-            *args,
-            "--json",
-            str(paths["json"]),
-            "--markdown",
-            str(paths["md"]),
-            "--figure",
-            str(paths["png"]),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        # the package from this checkout, installed or not
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-        },
+    result = run_benchmark(
+        "ablation.py",
+        "--quick",
+        *args,
+        "--json",
+        str(paths["json"]),
+        "--markdown",
+        str(paths["md"]),
+        "--figure",
+        str(paths["png"]),
     )
     assert result.returncode == 0, result.stderr
     return result.stdout, json.loads(paths["json"].read_text()), paths

@@ -2,28 +2,13 @@
 speed is measured by the benchmark itself, never by the test suite."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "benchmarks" / "bench.py"
+from helpers import run_benchmark
 
 
 def test_quick_benchmark_runs_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        check=False,
-        # the package from this checkout, installed or not
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-        },
-    )
+    result = run_benchmark("bench.py", "--quick", "--json", str(out))
     assert result.returncode == 0, result.stderr
     results = json.loads(out.read_text())
     assert results["machine"]["threads"] >= 1

@@ -4,28 +4,13 @@ installed, the script's own check of the PyTorch twin (same loss, gradients and 
 must pass, or the script exits with status 1."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "benchmarks" / "train_bench.py"
+from helpers import run_benchmark
 
 
 def test_quick_train_benchmark_runs_and_writes_json(tmp_path):
     out = tmp_path / "train.json"
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        check=False,
-        # the package from this checkout, installed or not
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-        },
-    )
+    result = run_benchmark("train_bench.py", "--quick", "--json", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
     results = json.loads(out.read_text())
     assert results["machine"]["threads"] >= 1
