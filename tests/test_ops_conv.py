@@ -17,7 +17,7 @@ from npcbam.ops.reference import conv2d_backward_naive, conv2d_naive
 
 
 class ConvCase(NamedTuple):
-    """Shapes and hyper-parameters of one convolution."""
+    """Shapes and hyper-parameters of one convolution (dilated or not)."""
 
     n: int
     c: int
@@ -27,6 +27,7 @@ class ConvCase(NamedTuple):
     kernel: tuple[int, int]
     stride: tuple[int, int]
     padding: tuple[int, int]
+    dilation: tuple[int, int] = (1, 1)
 
     @property
     def x_shape(self):
@@ -38,11 +39,18 @@ class ConvCase(NamedTuple):
 
     @property
     def out_hw(self):
-        """floor((L + 2p - k) / s) + 1 along each axis, computed here from the definition."""
+        """floor((L + 2p - d(k - 1) - 1) / s) + 1 along each axis (floor((L + 2p - k) / s) + 1
+        without dilation), computed here from the definition."""
+        sizes = (self.h, self.w)
         return tuple(
-            (size + 2 * p - k) // s + 1
-            for size, k, s, p in zip((self.h, self.w), self.kernel, self.stride, self.padding)
+            (size + 2 * p - d * (k - 1) - 1) // s + 1
+            for size, k, s, p, d in zip(
+                sizes, self.kernel, self.stride, self.padding, self.dilation
+            )
         )
+
+    def args(self):
+        return self.kernel, self.stride, self.padding, self.dilation
 
 
 @st.composite

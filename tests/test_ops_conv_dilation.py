@@ -3,13 +3,12 @@ padding 0, non-square inputs and kernels) against the loop oracles and finite di
 col2im as the adjoint of im2col; the output size; ``Conv2d(dilation=...)``; and a col2im that
 ignores the dilation, which the checks must catch."""
 
-from typing import NamedTuple
-
 import numpy as np
 import pytest
 from helpers import EXACT, assert_gradients_match, seeds
 from hypothesis import example, given
 from hypothesis import strategies as st
+from test_ops_conv import ConvCase  # one case type, dilation included
 
 import npcbam
 from npcbam import check_op_gradients
@@ -17,42 +16,6 @@ from npcbam.ops import col2im, conv2d_backward, conv2d_forward, im2col
 from npcbam.ops.im2col import conv_output_size
 from npcbam.ops.reference import conv2d_backward_naive, conv2d_naive
 from npcbam.testing import assert_module_gradients
-
-
-class DilatedCase(NamedTuple):
-    """Shapes and hyper-parameters of one dilated convolution."""
-
-    n: int
-    c: int
-    h: int
-    w: int
-    f: int  # output channels
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    dilation: tuple[int, int]
-
-    @property
-    def x_shape(self):
-        return (self.n, self.c, self.h, self.w)
-
-    @property
-    def weight_shape(self):
-        return (self.f, self.c, *self.kernel)
-
-    @property
-    def out_hw(self):
-        """floor((L + 2p - d(k - 1) - 1) / s) + 1 along each axis, from the definition."""
-        sizes = (self.h, self.w)
-        return tuple(
-            (size + 2 * p - d * (k - 1) - 1) // s + 1
-            for size, k, s, p, d in zip(
-                sizes, self.kernel, self.stride, self.padding, self.dilation
-            )
-        )
-
-    def args(self):
-        return self.kernel, self.stride, self.padding, self.dilation
 
 
 @st.composite
@@ -73,16 +36,16 @@ def dilated_cases(draw, max_channels=2, max_extra=3):
         for k, p, d in zip(kernel, padding, dilation)
     )
     n, c, f = draw(st.integers(1, 2)), draw(st.integers(1, max_channels)), draw(st.integers(1, 3))
-    return DilatedCase(n, c, h, w, f, kernel, stride, padding, dilation)
+    return ConvCase(n, c, h, w, f, kernel, stride, padding, dilation)
 
 
 # dilation > 1 with stride > 1, padding 0, non-square inputs and kernels, in every test below
 EDGE_CASES = [
-    DilatedCase(1, 2, 9, 7, 2, (3, 2), (2, 3), (0, 0), (2, 3)),  # all four at once
-    DilatedCase(2, 1, 11, 6, 3, (3, 3), (2, 2), (0, 0), (4, 1)),  # d = 4 in one axis only
-    DilatedCase(1, 2, 5, 13, 1, (2, 3), (3, 2), (0, 0), (4, 4)),  # span equals H exactly
-    DilatedCase(2, 2, 6, 7, 2, (3, 3), (1, 1), (4, 4), (4, 4)),  # BAM's 3×3, d = p = 4
-    DilatedCase(1, 1, 8, 5, 2, (3, 1), (1, 2), (1, 0), (2, 3)),  # overlapping taps (s < d k)
+    ConvCase(1, 2, 9, 7, 2, (3, 2), (2, 3), (0, 0), (2, 3)),  # all four at once
+    ConvCase(2, 1, 11, 6, 3, (3, 3), (2, 2), (0, 0), (4, 1)),  # d = 4 in one axis only
+    ConvCase(1, 2, 5, 13, 1, (2, 3), (3, 2), (0, 0), (4, 4)),  # span equals H exactly
+    ConvCase(2, 2, 6, 7, 2, (3, 3), (1, 1), (4, 4), (4, 4)),  # BAM's 3×3, d = p = 4
+    ConvCase(1, 1, 8, 5, 2, (3, 1), (1, 2), (1, 0), (2, 3)),  # overlapping taps (s < d k)
 ]
 
 
@@ -182,7 +145,7 @@ def test_dilated_col2im_is_adjoint_of_im2col(case, seed):
 
 def test_dilation_1_is_the_default_everywhere():
     """Passing dilation 1 explicitly changes nothing (bit for bit)."""
-    case = DilatedCase(2, 2, 6, 5, 3, (3, 2), (2, 1), (1, 0), (1, 1))
+    case = ConvCase(2, 2, 6, 5, 3, (3, 2), (2, 1), (1, 0), (1, 1))
     rng = np.random.default_rng(3)
     x, weight, bias = draw_conv(rng, case)
     kernel, stride, padding, _ = case.args()
