@@ -123,8 +123,8 @@ class Exercise:
     theory: str  # the theory page, e.g. "docs/theory/pooling.md"
     parts: tuple[Part, ...]
     kind: str = "compare"
-    # (forward function, backward function, which argument of the forward is differentiated
-    # and which argument of the backward is its upstream gradient): a self-consistency check
+    # (forward function, backward function), both of one array: the student's backward is
+    # checked against finite differences of the student's own forward (a self-consistency check)
     gradient_pair: tuple[str, str] | None = None
     open_check: Callable | None = field(default=None, compare=False)
 
