@@ -166,6 +166,22 @@ def conv_kernel_not_flipped(dy, x, w, stride, padding):
     return dx_unflipped, dw, db
 
 
+def conv_folded_with(wrong_col2im):
+    """conv2d's backward with x̄ folded back by ``wrong_col2im``, the textbook way: x̄ =
+    col2im(Wᵀ·Ḡ). (npcbam's conv2d folds grid columns, :func:`npcbam.ops.im2col.fold`, so a
+    col2im planted into npcbam would not reach it: the variant spells the fold out.)"""
+
+    def variant(dy, x, w, stride, padding):
+        _, dw, db = conv2d_reference(dy, x, w, stride, padding)
+        f = w.shape[0]
+        dy_mat = dy.transpose(1, 0, 2, 3).reshape(f, -1)  # (N, F, Ho, Wo) -> (F, N*Ho*Wo)
+        dcols = w.reshape(f, -1).T @ dy_mat  # (C*kh*kw, F) @ (F, N*Ho*Wo)
+        dx = wrong_col2im(dcols, x.shape, w.shape[2:], (stride, stride), (padding, padding))
+        return dx, dw, db
+
+    return variant
+
+
 def conv_weight_grad_reshaped_transposed(dy, x, w, stride, padding):
     dx, dw, db = conv2d_reference(dy, x, w, stride, padding)
     f = w.shape[0]
@@ -280,12 +296,12 @@ CONV2D = Exercise(
                 Misconception(
                     "conv_col2im_assign_by_window",
                     "your x̄ writes each window's share with `=`: " + ASSIGN_TEXT,
-                    plants=ASSIGN_BY_WINDOW.plants,
+                    variant=conv_folded_with(col2im_assign_by_window),
                 ),
                 Misconception(
                     "conv_col2im_assign_by_offset",
                     "your x̄ folds the columns back with `=` instead of `+=`: " + ASSIGN_TEXT,
-                    plants=ASSIGN_BY_OFFSET.plants,
+                    variant=conv_folded_with(col2im_assign_by_offset),
                 ),
             ),
         ),
