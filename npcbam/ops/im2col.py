@@ -110,6 +110,60 @@ def grid_of(x_shape, kernel, stride, padding, dilation=(1, 1)) -> Grid:
     return Grid((n, c, h, w), (kh, kw), (sh, sw), (ph, pw), (ho, wo), (hq, wq), taps)
 
 
+def phases_of(x: np.ndarray, grid: Grid) -> dict[tuple[int, int], np.ndarray]:
+    """The zero-padded input, split into the phases some tap reads, each flattened: phase
+    (a, b) holds the padded pixels of rows a, a + sh, ... and columns b, b + sw, ...
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+    grid : Grid, from :func:`grid_of` for ``x.shape``
+
+    Returns
+    -------
+    phases : dict, (a, b) -> ndarray of shape (C, N * Hq * Wq)
+    """
+    (n, c, h, w), (sh, sw) = grid.x_shape, grid.stride
+    (ph, pw), (hq, wq) = grid.padding, grid.grid_hw
+    # zero padding, channel-major, rounded up to whole phases: (C, N, sh*Hq, sw*Wq)
+    padded = np.zeros((c, n, sh * hq, sw * wq), dtype=x.dtype)
+    padded[:, :, ph : ph + h, pw : pw + w] = x.transpose(1, 0, 2, 3)
+    # phase (a, b): (C, N, Hq, Wq) -> (C, N*Hq*Wq). With stride 1 the one phase is `padded`
+    # itself (no copy); otherwise only the phases some tap reads are copied (one of four for
+    # a 1×1 kernel with stride 2)
+    return {
+        (a, b): np.ascontiguousarray(padded[:, :, a::sh, b::sw]).reshape(c, grid.length)
+        for a, b in grid.phases_read
+    }
+
+
+def unfold_columns(phases: dict, grid: Grid, start: int, stop: int, out=None) -> np.ndarray:
+    r"""Columns ``start:stop`` of the grid columns (:func:`unfold`), from :func:`phases_of`:
+    for every tap, one contiguous run of its phase, shifted by the tap's offset.
+
+    Parameters
+    ----------
+    phases : dict, from :func:`phases_of`
+    grid : Grid
+    start, stop : int, a range of grid columns, ``0 <= start < stop <= N·Hq·Wq``
+    out : ndarray, shape (C * kh * kw, stop - start), optional: written into and returned
+
+    Returns
+    -------
+    cols : ndarray, shape (C * kh * kw, stop - start), rows ordered (c, u, v)
+    """
+    c, taps, width = grid.x_shape[1], len(grid.taps), stop - start
+    if out is None:
+        out = np.empty((c * taps, width), dtype=phases[grid.taps[0][:2]].dtype)
+    cols = out.reshape(c, taps, width)  # (C*kh*kw, width) -> (C, kh*kw, width), a view
+    for tap, (a, b, offset) in enumerate(grid.taps):
+        # the tap's row block: the phase shifted by `offset`, one contiguous run per channel
+        run = phases[a, b][:, start + offset : stop + offset]  # shorter past the last image
+        cols[:, tap, : run.shape[1]] = run
+        cols[:, tap, run.shape[1] :] = 0  # past the last image: margin columns only
+    return out
+
+
 def unfold(x: np.ndarray, grid: Grid) -> np.ndarray:
     r"""The grid columns of ``x``: for every tap, one shifted copy of one phase of the padded
     input.
@@ -130,25 +184,7 @@ def unfold(x: np.ndarray, grid: Grid) -> np.ndarray:
     -------
     cols : ndarray, shape (C * kh * kw, N * Hq * Wq), rows ordered (c, u, v), columns (n, i, j)
     """
-    (n, c, h, w), (kh, kw) = grid.x_shape, grid.kernel
-    (sh, sw), (ph, pw), (hq, wq) = grid.stride, grid.padding, grid.grid_hw
-    length = grid.length
-    # zero padding, channel-major, rounded up to whole phases: (C, N, sh*Hq, sw*Wq)
-    padded = np.zeros((c, n, sh * hq, sw * wq), dtype=x.dtype)
-    padded[:, :, ph : ph + h, pw : pw + w] = x.transpose(1, 0, 2, 3)
-    # phase (a, b): rows a, a + sh, ..., columns b, b + sw, ...: (C, N, Hq, Wq) -> flat
-    # (C, N*Hq*Wq). With stride 1 the one phase is `padded` itself (no copy); otherwise only
-    # the phases some tap reads are copied (one of four for a 1×1 kernel with stride 2)
-    phases = {
-        (a, b): np.ascontiguousarray(padded[:, :, a::sh, b::sw]).reshape(c, length)
-        for a, b in grid.phases_read
-    }
-    cols = np.empty((c, kh * kw, length), dtype=x.dtype)  # (C, kh*kw, N*Hq*Wq)
-    for tap, (a, b, offset) in enumerate(grid.taps):
-        # the tap's row block: one contiguous run per channel, the phase shifted by `offset`
-        cols[:, tap, : length - offset] = phases[a, b][:, offset:]
-        cols[:, tap, length - offset :] = 0  # past the last image: margin columns only
-    return cols.reshape(c * kh * kw, length)  # (C, kh*kw, N*Hq*Wq) -> (C*kh*kw, N*Hq*Wq)
+    return unfold_columns(phases_of(x, grid), grid, 0, grid.length)
 
 
 def fold(cols: np.ndarray, grid: Grid) -> np.ndarray:
