@@ -89,8 +89,10 @@ def batchnorm2d_forward(
     for name, value in (("gamma", gamma), ("beta", beta), ("mean", mean), ("var", var)):
         require_shape(value, channels, name, "one value per channel of x:")
     inv_std = 1.0 / np.sqrt(var + eps)  # (C,)
-    x_hat = (x - mean[:, None, None]) * inv_std[:, None, None]  # (N, C, H, W)
-    out = x_hat * gamma[:, None, None] + beta[:, None, None]
+    x_hat = x - mean[:, None, None]  # (N, C, H, W)
+    x_hat *= inv_std[:, None, None]  # in place, as below: no temporary arrays
+    out = x_hat * gamma[:, None, None]
+    out += beta[:, None, None]
     inputs = {"x": x, "gamma": gamma, "beta": beta, "mean": mean, "var": var}
     require_finite_result("batchnorm2d_forward", out, inputs)
     return out, BatchNormCache(x_hat, inv_std, gamma, batch_stats)
@@ -135,14 +137,17 @@ def batchnorm2d_backward(
     require_shape(dout, x_hat.shape, "dout", "the output's shape")
     dbeta = dout.sum(axis=(0, 2, 3))  # (C,)
     dgamma = np.einsum("ncij,ncij->c", dout, x_hat)  # (C,)
-    dx_hat = dout * cache.gamma[:, None, None]  # g, (N, C, H, W)
+    gain = cache.gamma * inv_std  # (C,): x̄ = gain · (δ - the two mean terms)
+    dx = dout * gain[:, None, None]  # g / sqrt(var + eps), (N, C, H, W)
     if cache.batch_statistics:
-        # the mean of g is gamma * dbeta / M, the mean of g * x_hat is gamma * dgamma / M
+        # the mean of g is gamma * dbeta / M, the mean of g * x_hat is gamma * dgamma / M;
+        # both terms are scaled by 1 / sqrt(var + eps) here, and subtracted in place (two
+        # passes over x̄ instead of four new arrays)
         m = dout.size // dout.shape[1]
         mean_g = cache.gamma * dbeta / m  # (C,)
         mean_g_xhat = cache.gamma * dgamma / m  # (C,)
-        dx_hat = dx_hat - mean_g[:, None, None] - x_hat * mean_g_xhat[:, None, None]
-    dx = dx_hat * inv_std[:, None, None]
+        dx -= x_hat * (mean_g_xhat * inv_std)[:, None, None]
+        dx -= (mean_g * inv_std)[:, None, None]
     inputs = {"dout": dout, "gamma": cache.gamma}
     require_finite_result("batchnorm2d_backward", dbeta, inputs)  # dout's NaN or inf show here
     require_finite_result("batchnorm2d_backward", dgamma, inputs)
