@@ -58,8 +58,9 @@ class Conv2dCache(NamedTuple):
 
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b``; with an inner dimension of 1 (one output channel, as in CBAM's spatial
-    conv) the product is an outer product, which broadcasting computes ~10x faster than BLAS."""
+    """``a @ b``; with an inner dimension of 1 (one output channel, when the input gradient
+    is not taken by the flipped kernel) the product is an outer product, which broadcasting
+    computes ~10x faster than BLAS."""
     return a * b if a.shape[1] == 1 else a @ b
 
 
