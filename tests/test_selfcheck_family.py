@@ -4,10 +4,12 @@ broadcast ops are listed, checked, selectable with ``--only``, and fail on plant
 
 import numpy as np
 
+import npcbam.nn.conv as conv_layer_module
 import npcbam.nn.eca as eca_module
-import npcbam.ops.conv as conv_module
+import npcbam.ops
 from npcbam.cli import main
 from npcbam.exercises.catalogue.family import dilation_ignored
+from npcbam.ops.conv import conv2d_backward
 from npcbam.ops.im2col import col2im
 from npcbam.selfcheck import check_names, run_checks
 
@@ -57,17 +59,27 @@ def test_a_planted_kernel_gradient_bug_fails_eca_only(monkeypatch):
 
 def test_col2im_ignoring_the_dilation_fails_the_dilated_rows(monkeypatch):
     """The classic dilated-backward bug, the exercise catalogue's: col2im folds the patches
-    back with the dilation's windows but its taps side by side. The dilated op row and BAM
-    (whose 3x3 convolutions are dilated) fail; the undilated conv2d rows pass."""
+    back with the dilation's windows but its taps side by side. Planted as a conv2d backward
+    that computes x̄ = col2im(Wᵀ·Ḡ) with that col2im, into the op the check rows call and the
+    one the Conv2d layers call: the dilated op row and BAM (whose 3x3 convolutions are dilated)
+    fail; the undilated conv2d rows pass."""
 
-    def planted(dcols, shape, kernel, stride, padding, dilation):
-        if dilation == (1, 1):
-            return col2im(dcols, shape, kernel, stride, padding, dilation)
-        (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-        assert sh == sw and ph == pw and dh == dw  # the catalogue's form: one value per pair
-        return dilation_ignored(dcols, shape, *kernel, sh, ph, dh)
+    def planted(dout, cache):
+        _, dweight, dbias = conv2d_backward(dout, cache)
+        f = cache.weight.shape[0]
+        dout_mat = dout.transpose(1, 0, 2, 3).reshape(f, -1)  # (N, F, Ho, Wo) -> (F, N*Ho*Wo)
+        dcols = cache.weight.reshape(f, -1).T @ dout_mat  # (C*kh*kw, N*Ho*Wo)
+        kernel, shape = cache.weight.shape[2:], cache.x.shape
+        if cache.dilation == (1, 1):
+            dx = col2im(dcols, shape, kernel, cache.stride, cache.padding)
+        else:
+            (sh, sw), (ph, pw), (dh, dw) = cache.stride, cache.padding, cache.dilation
+            assert sh == sw and ph == pw and dh == dw  # the catalogue's form: one value a pair
+            dx = dilation_ignored(dcols, shape, *kernel, sh, ph, dh)
+        return dx, dweight, dbias
 
-    monkeypatch.setattr(conv_module, "col2im", planted)
+    monkeypatch.setattr(npcbam.ops, "conv2d_backward", planted)
+    monkeypatch.setattr(conv_layer_module, "conv2d_backward", planted)
     only = ["conv2d", "conv2d_strided", "conv2d_dilated", "BAM", "BAM_official_eval"]
     results = {name: r.passed for name, r in run_checks(only=only)}
     assert results == {

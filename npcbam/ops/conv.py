@@ -11,7 +11,7 @@ copy one long run of memory. The product then also computes the margin columns, 
 forward crops (:func:`~npcbam.ops.im2col.crop_grid`) and the backward gives a zero gradient
 (:func:`~npcbam.ops.im2col.embed_grid`), so that they add nothing to the weight or input
 gradient. On the demo classifier's 3×3 convolutions this halves the time outside the
-products (the copies), for 17–36 % more columns in them.
+products (the copies), for 8.5–17 % more columns in them.
 
 The columns are unfolded and multiplied a block of columns at a time (:func:`column_blocks`),
 so that each block is still in the processor's cache when the product reads it: 20–40 %

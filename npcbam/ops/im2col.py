@@ -13,23 +13,29 @@ How the columns are copied: one shifted slice per tap
 ----------------------------------------------------
 Copying the patches one output pixel at a time moves kh·kw runs of a few pixels each. The
 copy is organised the other way round here. Fix one kernel tap (u, v): the values it reads,
-over all output pixels, are the padded input shifted by (u, v). Lay the padded input out
-channel-major and flatten each channel, (C, N·Hp·Wp); a shift by (u, v) is then a shift of
-the flat index by :math:`u W_p + v`, and the tap's whole row block of the matrix is *one*
-contiguous slice of it. :func:`unfold` makes kh·kw such copies, each a long run of memory
-(about 3× faster than a copy by patches for a 3×3 kernel on 16 channels of 24×24 images).
+over all output pixels, are the padded input shifted by (u, v). Lay the input out
+channel-major, each image in a *cell* of :math:`H_g \times W_g` pixels with :math:`p_h` zero
+rows above it and :math:`p_w` zero columns before each of its rows, and flatten each channel,
+(C, N·Hg·Wg); a shift by (u, v) is then a shift of the flat index by :math:`u W_g + v`, and the
+tap's whole row block of the matrix is *one* contiguous slice of it. :func:`unfold` makes
+kh·kw such copies, each a long run of memory (about 3× faster than a copy by patches for a
+3×3 kernel on 16 channels of 24×24 images). A window that runs past the right edge of a row
+continues, in the flat index, into the zero columns before the next row, and one past the
+bottom of an image into the zero rows above the next: the left and top padding double as the
+right and bottom padding, so a cell needs :math:`H_g = \max(H + p_h, H_o)` rows (likewise
+columns), not :math:`H + 2p_h`.
 
-The price: the columns are those of every position (n, i, j) of the padded grid,
-:math:`i < H_p,\ j < W_p`, not only of the :math:`H_o \times W_o` output pixels. The extra
-*margin* columns (:math:`i \ge H_o` or :math:`j \ge W_o`) hold windows that run off the
-image's right or bottom edge into the next row or image: computed and then cropped, about
-17 % more columns for a 3×3 kernel on 24×24 maps, 36 % on 12×12. With a stride s the padded
-input is first split into its :math:`s_h s_w` *phases* (the pixels whose row is a mod
-:math:`s_h` and column b mod :math:`s_w`), each an image of :math:`H_q \times W_q =
-\lceil H_p / s_h \rceil \times \lceil W_p / s_w \rceil` pixels: a tap at offset
-:math:`(d_h u, d_w v)` reads phase :math:`(d_h u \bmod s_h,\ d_w v \bmod s_w)` shifted by
-:math:`(\lfloor d_h u / s_h \rfloor, \lfloor d_w v / s_w \rfloor)`, so every stride is a
-stride-1 copy from one phase. With s = 1 there is one phase, the padded input itself.
+The price: the columns are those of every position (n, i, j) of the grid of cells,
+:math:`i < H_g,\ j < W_g`, not only of the :math:`H_o \times W_o` output pixels. The extra
+*margin* columns (:math:`i \ge H_o` or :math:`j \ge W_o`) hold windows that straddle two
+rows or two images: computed and then cropped, about 8.5 % more columns for a 3×3 "same"
+convolution on 24×24 maps, 17 % on 12×12 (with a full padding on each side, 17 % and 36 %).
+With a stride s the padded input is first split into its :math:`s_h s_w` *phases* (the pixels
+whose row is a mod :math:`s_h` and column b mod :math:`s_w`), each an image of
+:math:`H_q \times W_q` pixels, :math:`H_q = \lceil \max(H + p_h, s_h H_o) / s_h \rceil`: a tap
+at offset :math:`(d_h u, d_w v)` reads phase :math:`(d_h u \bmod s_h,\ d_w v \bmod s_w)`
+shifted by :math:`(\lfloor d_h u / s_h \rfloor, \lfloor d_w v / s_w \rfloor)`, so every stride
+is a stride-1 copy from one phase. With s = 1 there is one phase, the cells themselves.
 
 :func:`unfold` / :func:`fold` work on these grid columns (the convolution uses them and crops
 its output); :func:`im2col` / :func:`col2im` are the textbook matrices, the grid's columns at
@@ -77,7 +83,7 @@ class Grid(NamedTuple):
     stride: tuple[int, int]  # (sh, sw): the number of phases along each axis
     padding: tuple[int, int]  # (ph, pw)
     out_hw: tuple[int, int]  # (Ho, Wo): the output pixels, the grid's top-left corner
-    grid_hw: tuple[int, int]  # (Hq, Wq) = (ceil(Hp / sh), ceil(Wp / sw)): one phase's size
+    grid_hw: tuple[int, int]  # (Hq, Wq): one phase of a cell (module docstring)
     taps: tuple[tuple[int, int, int], ...]  # per tap (u, v), row-major: phase a, b; offset
 
     @property
@@ -101,7 +107,12 @@ def grid_of(x_shape, kernel, stride, padding, dilation=(1, 1)) -> Grid:
     n, c, h, w = x_shape
     ho = conv_output_size(h, kh, sh, ph, dh)
     wo = conv_output_size(w, kw, sw, pw, dw)
-    hq, wq = -(-(h + 2 * ph) // sh), -(-(w + 2 * pw) // sw)  # ceil(Hp / sh), ceil(Wp / sw)
+    # each image's cell of the grid: its rows with the padding above (ph) but not below, the
+    # next image's top padding doubling as this one's bottom padding (and, in the flat index,
+    # each row's left padding as the previous row's right padding), enough rows and columns
+    # for the output, whole phases: Hq = ceil(max(H + ph, sh*Ho) / sh), likewise Wq
+    hq = -(-max(h + ph, sh * ho) // sh)
+    wq = -(-max(w + pw, sw * wo) // sw)
     taps = tuple(
         (dh * u % sh, dw * v % sw, (dh * u // sh) * wq + dw * v // sw)
         for u in range(kh)
@@ -212,8 +223,11 @@ def fold(cols: np.ndarray, grid: Grid) -> np.ndarray:
     # the gradient of each phase some tap read, flat (C, N*Hq*Wq)
     phases = {phase: np.zeros((c, length), dtype=cols.dtype) for phase in grid.phases_read}
     for tap, (a, b, offset) in enumerate(grid.taps):
-        # taps that read the same pixel add up here: +=, never =
-        phases[a, b][:, offset:] += taps[:, tap, : length - offset]
+        # taps that read the same pixel add up here: +=, never =. Columns whose tap falls
+        # past the last image read zeros in unfold: nothing to add back (all of them when the
+        # offset exceeds the grid, on a tiny input)
+        inside = max(length - offset, 0)
+        phases[a, b][:, offset : offset + inside] += taps[:, tap, :inside]
     if (sh, sw) == (1, 1):  # one phase: it is the padded input's gradient, no copy
         padded = phases[0, 0].reshape(c, n, hq, wq)  # (C, N*Hq*Wq) -> (C, N, Hp, Wp)
     else:  # each phase back to its rows and columns; unread pixels get 0
