@@ -1,6 +1,6 @@
 """The faster formulations inside the poolings and the module checks give exactly what the
 plain NumPy calls give: the channel maximum by halving, the winners' gradient through a flat
-index (also into a non-contiguous ``add_to``), and the row-sum summary of a finite check."""
+index (also into a non-contiguous ``add_to``), and the sum-of-squares summary of a finite check."""
 
 import numpy as np
 import pytest
@@ -16,7 +16,7 @@ from npcbam.ops.pooling import max_over_channels
 
 
 @pytest.mark.parametrize("channels", [1, 2, 3, 5, 7, 8, 9, 64, 67])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8, np.uint16])
 def test_max_over_channels_is_the_plain_maximum(channels, dtype):
     """Every channel count (odd ones fold a channel at some level) and every dtype used (the
     uint8 scores of the first winner included): the same array as ``a.max(axis=1)``."""
@@ -35,6 +35,22 @@ def test_max_over_channels_propagates_nan_and_inf():
     a[0, 1, 1, 1] = np.inf
     result = max_over_channels(a)
     assert np.isnan(result[0, 0, 0, 0]) and result[0, 0, 1, 1] == np.inf
+
+
+@pytest.mark.parametrize("channels", [3, 255, 256, 300])
+@pytest.mark.parametrize("ties", ["first", "split"])
+def test_channel_max_winners_are_the_first_maxima_at_every_index_width(channels, ties):
+    """The winners' scores are one byte up to 256 channels (written over the mask's bytes
+    when the mask is not kept) and two bytes beyond: the first maximal channel either way,
+    and with ties="split" the kept mask is every maximum."""
+    rng = np.random.default_rng(channels)
+    x = rng.integers(0, 3, size=(2, channels, 3, 2)).astype(np.float64)  # many ties
+    out, cache = channel_max_pool_forward(x, ties=ties)
+    np.testing.assert_array_equal(cache.winners, x.argmax(axis=1)[:, None])
+    if ties == "split":
+        np.testing.assert_array_equal(cache.tied, x == out)
+    else:
+        assert cache.tied is None
 
 
 @pytest.mark.parametrize(
@@ -73,7 +89,7 @@ def test_finite_summary_is_non_finite_exactly_when_an_entry_is(shape, bad):
 
 
 def test_finite_summary_overflow_falls_back_to_the_full_test():
-    """Finite entries whose row sums overflow: the summary is inf, and the full test passes."""
+    """Finite entries whose squares overflow: the summary is inf, and the full test passes."""
     x = np.full((2, 4), np.finfo(np.float32).max, dtype=np.float32)
     assert not np.isfinite(finite_summary(x)).all()
     require_finite(x, "dy", summary=finite_summary(x))  # no error: every entry is finite

@@ -339,7 +339,7 @@ class Module:
         global _backward_depth
         if _backward_depth:  # called by a container's backward: the outermost call guards
             return self._retain_and_backward(dout)
-        # the caller's dy, whole, before anything accumulates (its row sums first: one read)
+        # the caller's dy, whole, before anything accumulates (its sum of squares first: one read)
         require_finite(dout, "dy", summary=finite_summary(dout))
         saved = [(grad, grad.copy()) for _, grad in self._named("_grads")]
         retained = self._retained_snapshot()
