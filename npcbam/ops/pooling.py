@@ -137,7 +137,11 @@ def global_max_pool_forward(x: np.ndarray, ties: str = "first") -> tuple[np.ndar
     n, c, h, w = x.shape
     flat = x.reshape(n, c, h * w)  # (N, C, H, W) -> (N, C, H*W)
     winners = flat.argmax(axis=2)  # (N, C); argmax returns the first maximum
-    out = np.take_along_axis(flat, winners[:, :, None], axis=2)[:, :, 0]  # (N, C)
+    n_index, c_index = np.ogrid[:n, :c]  # (N, 1) and (1, C)
+    # flat index of x[n, c, h*, w*] in x seen as 1-D, as the backward's: one 1-D gather, about
+    # half the time of np.take_along_axis, which builds an index array per axis
+    flat_index = (n_index * c + c_index) * (h * w) + winners  # (N, C)
+    out = flat.reshape(-1)[flat_index]  # (N, C)
     require_finite_result("global_max_pool_forward", out, {"x": x})  # a NaN or +inf wins
     tied = None
     if check_ties(ties) == "split":
