@@ -273,8 +273,9 @@ def max_over_channels(a: np.ndarray) -> np.ndarray:
 
     Same values (a maximum does not depend on the order of comparisons; NaN propagates), but
     each ``np.maximum`` runs over long contiguous rows, where ``a.max(axis=1)`` reduces in
-    inner loops of length H*W: at (64, 512, 7, 7) 0.3 ms instead of 3.5 ms. One temporary of
-    half ``a``'s size, reused at every level.
+    inner loops of length H*W: at (64, 512, 7, 7) 0.3 ms instead of 3.5 ms (float32, one
+    thread, data in cache; the channel max pooling as a whole, on data out of cache, about
+    1.5 ms instead of 5). One temporary of half ``a``'s size, reused at every level.
 
     Parameters
     ----------
