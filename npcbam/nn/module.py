@@ -13,7 +13,13 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from npcbam._checks import require_bool, require_finite, require_float_array, require_ndim
+from npcbam._checks import (
+    finite_summary,
+    require_bool,
+    require_finite,
+    require_float_array,
+    require_ndim,
+)
 
 # How many Module.forward / Module.backward calls are running (nested: a container calls its
 # children). Only the outermost one snapshots the state it may change (buffers for forward,
@@ -333,7 +339,8 @@ class Module:
         global _backward_depth
         if _backward_depth:  # called by a container's backward: the outermost call guards
             return self._retain_and_backward(dout)
-        require_finite(dout, "dy")  # the caller's dy, whole, before anything accumulates
+        # the caller's dy, whole, before anything accumulates (its sum of squares first: one read)
+        require_finite(dout, "dy", summary=finite_summary(dout))
         saved = [(grad, grad.copy()) for _, grad in self._named("_grads")]
         retained = self._retained_snapshot()
         _backward_depth += 1

@@ -28,7 +28,6 @@ import numpy as np
 
 from npcbam._checks import (
     quiet_floats,
-    require_finite,
     require_finite_result,
     require_op_array,
     require_shape,
@@ -138,7 +137,11 @@ def global_max_pool_forward(x: np.ndarray, ties: str = "first") -> tuple[np.ndar
     n, c, h, w = x.shape
     flat = x.reshape(n, c, h * w)  # (N, C, H, W) -> (N, C, H*W)
     winners = flat.argmax(axis=2)  # (N, C); argmax returns the first maximum
-    out = np.take_along_axis(flat, winners[:, :, None], axis=2)[:, :, 0]  # (N, C)
+    n_index, c_index = np.ogrid[:n, :c]  # (N, 1) and (1, C)
+    # flat index of x[n, c, h*, w*] in x seen as 1-D, as the backward's: one 1-D gather, about
+    # half the time of np.take_along_axis, which builds an index array per axis
+    flat_index = (n_index * c + c_index) * (h * w) + winners  # (N, C)
+    out = flat.reshape(-1)[flat_index]  # (N, C)
     require_finite_result("global_max_pool_forward", out, {"x": x})  # a NaN or +inf wins
     tied = None
     if check_ties(ties) == "split":
@@ -165,15 +168,16 @@ def global_max_pool_backward(
     -------
     dx : ndarray, shape (N, C, H, W)
     """
-    n, c, _, w = cache.x_shape
+    n, c, h, w = cache.x_shape
     require_shape(dout, (n, c), "dout", "the pooled output's shape")
     if cache.tied is not None:  # ties="split"
         share = split_share(dout[:, :, None, None], cache.tied, axis=(2, 3))  # (N, C, H, W)
         return add_broadcast(share, cache.x_shape, add_to)
     dx = np.zeros(cache.x_shape, dtype=dout.dtype) if add_to is None else add_to
     n_index, c_index = np.ogrid[:n, :c]  # (N, 1) and (1, C)
-    h_index, w_index = np.divmod(cache.winners, w)  # flat h * W + w -> (h, w), each (N, C)
-    dx[n_index, c_index, h_index, w_index] += dout  # one winner per (n, c): no repeats
+    # flat index of x[n, c, h*, w*] in x seen as 1-D: ((n * C + c) * H + h*) * W + w*
+    flat_index = (n_index * c + c_index) * (h * w) + cache.winners  # (N, C)
+    scatter_add(dx, flat_index, dout)  # one winner per (n, c): no repeats
     return dx
 
 
@@ -193,11 +197,13 @@ def channel_avg_pool_forward(x: np.ndarray) -> tuple[np.ndarray, AvgPoolCache]:
     cache : AvgPoolCache
     """
     x = require_op_array(x, "x", 4, FEATURE_MAP)
-    out = x.mean(axis=1, keepdims=True)  # (N, 1, H, W)
-    if not np.isfinite(out).all():  # a NaN or inf in x, or a sum of huge values overflowed
-        require_finite(x, "x")
-        out = (x / x.shape[1]).sum(axis=1, keepdims=True)  # terms <= max|x| / C: no overflow
-        require_finite_result("channel_avg_pool_forward", out, {"x": x})
+    n, c, h, w = x.shape
+    # the mean as a product with a vector of 1/C, one (1, C) @ (C, H*W) per sample: BLAS sums
+    # about 5x faster than x.mean(axis=1) when H*W is small (0.1 against 0.5 ms at
+    # (64, 512, 7, 7)); each term x / C is at most max|x| / C, so the sum cannot overflow
+    weights = np.full((1, c), 1 / c, dtype=x.dtype)  # (1, C)
+    out = (weights @ x.reshape(n, c, h * w)).reshape(n, 1, h, w)  # (N, 1, H*W) -> (N, 1, H, W)
+    require_finite_result("channel_avg_pool_forward", out, {"x": x})  # NaN or inf show here
     return out, AvgPoolCache(x.shape)
 
 
@@ -242,15 +248,58 @@ def channel_max_pool_forward(x: np.ndarray, ties: str = "first") -> tuple[np.nda
     """
     x = require_op_array(x, "x", 4, FEATURE_MAP)
     channels = x.shape[1]
-    out = x.max(axis=1, keepdims=True)  # (N, 1, H, W)
+    out = max_over_channels(x)  # (N, 1, H, W)
     require_finite_result("channel_max_pool_forward", out, {"x": x})  # a NaN or +inf wins
     # The first maximal channel, without x.argmax(axis=1) (about 10x slower along a non-last
     # axis): among the channels equal to the maximum, the largest reversed index C-1-c wins.
     reversed_index = np.arange(channels - 1, -1, -1, dtype=np.min_scalar_type(channels))
     is_max = x == out  # (N, C, H, W), bool
-    winners = (channels - 1) - (is_max * reversed_index[:, None, None]).max(axis=1, keepdims=True)
     tied = is_max if check_ties(ties) == "split" else None  # (N, C, H, W): every maximum
+    # the scores (C-1-c where x is maximal, else 0) overwrite the mask's own bytes (a bool is
+    # one byte) when an index fits in a byte and the mask is not kept: one temporary a quarter
+    # of x's size less, about 15 % of this function's time
+    in_place = reversed_index.dtype == np.uint8 and tied is None
+    score = np.multiply(
+        is_max, reversed_index[:, None, None], out=is_max.view(np.uint8) if in_place else None
+    )  # (N, C, H, W)
+    winners = (channels - 1) - max_over_channels(score)
     return out, MaxPoolCache(x.shape, winners.astype(np.intp), tied)  # winners: (N, 1, H, W)
+
+
+def max_over_channels(a: np.ndarray) -> np.ndarray:
+    """``a.max(axis=1, keepdims=True)`` by halving: the maximum of the first and the second
+    half of the channels, then of the halves of that, until one channel is left (an odd
+    count folds its last channel into the first).
+
+    Same values (a maximum does not depend on the order of comparisons; NaN propagates), but
+    each ``np.maximum`` runs over long contiguous rows, where ``a.max(axis=1)`` reduces in
+    inner loops of length H*W: at (64, 512, 7, 7) 0.3 ms instead of 3.5 ms (float32, one
+    thread, data in cache; the channel max pooling as a whole, on data out of cache, about
+    1.5 ms instead of 5). One temporary of half ``a``'s size, reused at every level.
+
+    Parameters
+    ----------
+    a : ndarray, shape (N, C, H, W)
+
+    Returns
+    -------
+    ndarray, shape (N, 1, H, W)
+    """
+    count = a.shape[1]
+    if count == 1:
+        return a.copy()
+    half = count // 2
+    pairs = np.maximum(a[:, :half], a[:, half : 2 * half])  # (N, C // 2, H, W)
+    if count % 2:
+        np.maximum(pairs[:, :1], a[:, -1:], out=pairs[:, :1])
+    count = half
+    while count > 1:  # pairs[:, :count] holds the maxima still in the running
+        half = count // 2
+        np.maximum(pairs[:, :half], pairs[:, half : 2 * half], out=pairs[:, :half])
+        if count % 2:
+            np.maximum(pairs[:, :1], pairs[:, count - 1 : count], out=pairs[:, :1])
+        count = half
+    return pairs[:, :1].copy()  # (N, 1, H, W), without holding on to the temporary
 
 
 def channel_max_pool_backward(
@@ -271,15 +320,26 @@ def channel_max_pool_backward(
     -------
     dx : ndarray, shape (N, C, H, W)
     """
-    n, _, h, w = cache.x_shape
+    n, channels, h, w = cache.x_shape
     require_shape(dout, (n, 1, h, w), "dout", "the pooled output's shape")
     if cache.tied is not None:  # ties="split"
         share = split_share(dout, cache.tied, axis=1)  # (N, C, H, W)
         return add_broadcast(share, cache.x_shape, add_to)
     dx = np.zeros(cache.x_shape, dtype=dout.dtype) if add_to is None else add_to
     n_index, _, h_index, w_index = np.ogrid[:n, :1, :h, :w]
-    dx[n_index, cache.winners, h_index, w_index] += dout  # one winner per position: no repeats
+    # flat index of x[n, c*, h, w] in x seen as 1-D: ((n * C + c*) * H + h) * W + w
+    flat_index = (n_index * channels + cache.winners) * (h * w) + h_index * w + w_index
+    scatter_add(dx, flat_index, dout)  # one winner per position: no repeats
     return dx
+
+
+def scatter_add(dx: np.ndarray, flat_index: np.ndarray, values: np.ndarray) -> None:
+    """``dx.flat[flat_index] += values`` (no index repeated): the winners' share of a max
+    pooling's backward. Through a 1-D view of ``dx`` when it is C-contiguous (every ``dx`` made
+    here is): one flat index costs about a third of the time of indexing ``dx`` with four
+    broadcast index arrays (n, c, h, w)."""
+    target = dx.reshape(-1) if dx.flags.c_contiguous else dx.flat  # (N*C*H*W,)
+    target[flat_index] += values
 
 
 def add_broadcast(share: np.ndarray, shape, add_to: np.ndarray | None) -> np.ndarray:
