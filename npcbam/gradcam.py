@@ -141,7 +141,7 @@ def _first_block(model: Module, layers) -> int | None:
     """The index k of the first block among ``layers`` when ``model`` is an
     :class:`AttentionClassifier` and every layer is one of its blocks (``"blocks.<k>"``);
     None otherwise."""
-    if not isinstance(model, AttentionClassifier):
+    if not isinstance(model, AttentionClassifier) or not layers:
         return None
     blocks = [f"blocks.{k}" for k in range(len(model.blocks))]
     if not all(layer in blocks for layer in layers):
