@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/ablation.py                        # full run: 9 rows x 3 seeds x 2 tasks
+    python benchmarks/ablation.py                        # full run: 12 rows x 3 seeds x 2 tasks
+    python benchmarks/ablation.py --jobs 1               # the same, one run after the other
     python benchmarks/ablation.py --json ablation.json --markdown ablation-table.md \\
         --figure ablation.png                            # ... and write the results
     python benchmarks/ablation.py --quick                # tiny data, 1 epoch: checks it runs
@@ -22,6 +23,14 @@ The data are harder than ``npcbam train``'s defaults (on which every model reach
 fewer training images, more clutter and noise; see ``TASK_SETUPS``. BLAS runs on one thread
 (``NPCBAM_ABLATION_THREADS`` changes it): on the shared 2-core machine this was written on,
 two OpenBLAS threads made a training run about 5x slower whenever the other core was busy.
+
+The runs are independent, so ``--jobs N`` trains N of them at a time, each in its own worker
+process (default: one per CPU core this process may use; ``--jobs 1`` trains them one after the
+other in this process). Every run is seeded and pinned to its BLAS threads, so its accuracies
+are bit-identical whatever ``--jobs`` is; only the times change. Progress lines come in the
+order the runs finish; the tables and the JSON list them in the grid's order, and record the
+number of jobs and the total wall time. A run that fails, or Ctrl-C, stops every worker and
+writes nothing.
 """
 
 from __future__ import annotations
@@ -29,14 +38,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
 import os
 import platform
+import signal
 import statistics
 import sys
 import time
+import traceback
 from pathlib import Path
 
-# before NumPy starts its BLAS thread pool
+# before NumPy starts its BLAS thread pool; the worker processes of --jobs inherit these
+# variables and, started with "spawn", import this file before anything imports NumPy
 THREADS = os.environ.get("NPCBAM_ABLATION_THREADS", "1")
 os.environ["OPENBLAS_NUM_THREADS"] = THREADS
 os.environ["OMP_NUM_THREADS"] = THREADS
@@ -190,9 +203,13 @@ def merge(paths: list[Path]) -> dict:
                 raise ValueError(f"{path}: task {task!r} has settings {settings}, not {known}")
             rows.setdefault(task, {}).update((row["row"], row) for row in block["rows"])
         merged["merged"].append(
-            {k: results.get(k) for k in ("command", "machine", "wall_seconds", "merged")}
+            {k: results.get(k) for k in ("command", "machine", "wall_seconds", "jobs", "merged")}
         )
     merged["command"] = [entry["command"] for entry in merged["merged"]]
+    merged["jobs"] = []  # per merged file; a file from before --jobs ran one run at a time
+    for entry in merged["merged"]:
+        jobs = entry["jobs"] or 1
+        merged["jobs"] += jobs if isinstance(jobs, list) else [jobs]  # a merged file: a list
     merged["wall_seconds"] = sum(entry["wall_seconds"] for entry in merged["merged"])
     merged["paper"] = PAPER
     for task, by_key in rows.items():
@@ -215,9 +232,71 @@ def run_one(task: str, row: Row, seed: int, setup: dict) -> dict:
         "seed": seed,
         "test_accuracy": result.test_accuracy,
         "train_accuracy": result.history[-1]["train_accuracy"],
+        "train_loss": result.history[-1]["loss"],  # last epoch's mean: shows any change of bits
         "train_seconds": result.train_seconds,
         "parameters": int(sum(p.size for p in result.model.parameters().values())),
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One training run of the grid; ``index`` is its place in the grid's order."""
+
+    index: int
+    task: str
+    row_key: str
+    seed: int
+    setup: dict
+
+    def __str__(self) -> str:
+        return f"{self.task} {self.row_key} seed {self.seed}"
+
+
+class RunFailed(RuntimeError):
+    """A training run raised; the message names the run and holds its traceback."""
+
+
+def run_job(job: Job) -> tuple[Job, dict | None, float, str | None]:
+    """Train one run: ``(job, run, wall seconds, None)``, or ``(job, None, seconds, traceback)``
+    when it raised (an exception's traceback does not survive the way back from a worker
+    process, so it travels as text)."""
+    start = time.perf_counter()
+    row = ROWS[ROW_KEYS.index(job.row_key)]
+    try:
+        run = run_one(job.task, row, job.seed, job.setup)
+    except Exception:
+        return job, None, time.perf_counter() - start, traceback.format_exc()
+    return job, run, time.perf_counter() - start, None
+
+
+def ignore_ctrl_c() -> None:
+    """In a worker process: leave Ctrl-C (SIGINT, sent to the whole process group) to the
+    main process, which then stops the workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def run_jobs(jobs: list[Job], n_workers: int):
+    """Yield ``(job, run, seconds)`` for every job, in the order they finish; raise
+    :class:`RunFailed` at the first that fails. ``n_workers`` 1: one after the other in this
+    process; more: that many worker processes, stopped on failure or Ctrl-C (leaving the
+    ``with`` block terminates them)."""
+    if n_workers == 1:
+        outcomes = map(run_job, jobs)
+    else:
+        # "spawn": a fresh interpreter per worker, whatever the platform's default (a forked
+        # child would inherit this process's BLAS thread pool and state)
+        context = multiprocessing.get_context("spawn")
+        pool = context.Pool(min(n_workers, len(jobs)), initializer=ignore_ctrl_c)
+        outcomes = pool.imap_unordered(run_job, jobs)
+    try:
+        for job, run, seconds, failure in outcomes:
+            if failure is not None:
+                raise RunFailed(f"run {job} failed:\n{failure.rstrip()}")
+            yield job, run, seconds
+    finally:
+        if n_workers > 1:
+            pool.terminate()  # at once: on success the workers are idle, else stop them
+            pool.join()
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -287,6 +366,9 @@ def markdown(results: dict) -> str:
                 f"{row['train_seconds_mean']:.1f} | {paper} |"
             )
         lines.append("")
+    jobs = results.get("jobs", 1)  # files from before --jobs ran one run at a time
+    jobs = " + ".join(map(str, jobs)) if isinstance(jobs, list) else jobs
+    lines += [f"Wall time {results['wall_seconds']:.0f} s; training runs at a time: {jobs}.", ""]
     return "\n".join(lines)
 
 
@@ -343,6 +425,20 @@ def machine() -> dict:
     }
 
 
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (all of the machine's where that is unknown)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny data, 1 epoch, 1 seed, 3 rows")
@@ -352,6 +448,14 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="write every number to this file")
     parser.add_argument("--markdown", type=Path, help="write the tables to this file")
     parser.add_argument("--figure", type=Path, help="write the figure (PNG) here (matplotlib)")
+    parser.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=cpu_cores(),
+        metavar="N",
+        help="training runs at a time, each in its own worker process; 1: one after the other "
+        f"in this process (default: the number of CPU cores, {cpu_cores()} here)",
+    )
     parser.add_argument(
         "--merge",
         nargs="+",
@@ -365,6 +469,12 @@ def main(argv=None) -> int:
         results = merge(args.merge) if args.merge else run_grid(args, argv, parser)
     except ValueError as error:  # files that cannot be merged: say why, no traceback
         parser.error(str(error))
+    except RunFailed as error:
+        print(f"ablation.py: {error}\nstopped: no results written", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nablation.py: interrupted: no results written", file=sys.stderr)
+        return 130
     table = markdown(results)
     print(table)
     if args.json:
@@ -379,7 +489,8 @@ def main(argv=None) -> int:
 
 
 def run_grid(args, argv, parser) -> dict:
-    """Train every selected (task, row, seed); the results as written to the JSON."""
+    """Train every selected (task, row, seed), ``args.jobs`` at a time; the results as written
+    to the JSON, in the grid's order whatever order the runs finished in."""
     n_seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
     if n_seeds < 1:
         parser.error(f"--seeds must be >= 1, got {n_seeds}")
@@ -388,37 +499,45 @@ def run_grid(args, argv, parser) -> dict:
     rows = [row for row in ROWS if row.key in keys]
     tasks = list(dict.fromkeys(args.tasks))
     setups = {task: QUICK_SETUP if args.quick else TASK_SETUPS[task] for task in tasks}
+    grid = [(task, row.key, seed) for task in tasks for row in rows for seed in seeds]
+    jobs = [Job(i, task, key, seed, setups[task]) for i, (task, key, seed) in enumerate(grid)]
+    n_workers = min(args.jobs, len(jobs))
 
     results = {
         "command": " ".join(["python", "benchmarks/ablation.py", *(argv or sys.argv[1:])]),
         "quick": args.quick,
         "seeds": seeds,
+        "jobs": n_workers,
         "machine": machine(),
         "paper": PAPER,
         "tasks": {},
     }
-    total = len(tasks) * len(rows) * len(seeds)
-    print(f"{total} runs: tasks {tasks}, {len(rows)} rows, seeds {seeds}", flush=True)
-    start, done = time.perf_counter(), 0
+    total = len(jobs)
+    print(
+        f"{total} runs: tasks {tasks}, {len(rows)} rows, seeds {seeds}; {n_workers} at a time",
+        flush=True,
+    )
+    start, runs = time.perf_counter(), [None] * total
+    for done, (job, run, seconds) in enumerate(run_jobs(jobs, n_workers), 1):
+        runs[job.index] = run
+        print(
+            f"[{done:>2}/{total}] {job.task:<5} {job.row_key:<15} seed {job.seed}: test accuracy "
+            f"{run['test_accuracy']:.3f} (train {run['train_accuracy']:.3f}), {seconds:.1f} s",
+            flush=True,
+        )
+    results["wall_seconds"] = time.perf_counter() - start
+    in_grid_order = iter(runs)  # task, then row, then seed, as the grid was built
     for task in tasks:
         setup = setups[task]
         block = {"train_config": setup["train"], "data_options": setup["data"], "rows": []}
         for row in rows:
-            runs = []
-            for seed in seeds:
-                run_start = time.perf_counter()
-                runs.append(run_one(task, row, seed, setup))
-                done += 1
-                print(
-                    f"[{done:>2}/{total}] {task:<5} {row.key:<15} seed {seed}: test accuracy "
-                    f"{runs[-1]['test_accuracy']:.3f} (train {runs[-1]['train_accuracy']:.3f}), "
-                    f"{time.perf_counter() - run_start:.1f} s",
-                    flush=True,
-                )
-            block["rows"].append(summarise(row, runs, model_cost(task, row, setup)))
+            row_runs = [next(in_grid_order) for _ in seeds]
+            block["rows"].append(summarise(row, row_runs, model_cost(task, row, setup)))
         results["tasks"][task] = block
-    results["wall_seconds"] = time.perf_counter() - start
-    print(f"total: {total} runs in {results['wall_seconds']:.0f} s\n")
+    print(
+        f"total: {total} runs in {results['wall_seconds']:.0f} s, {n_workers} at a time\n",
+        flush=True,
+    )
     return results
 
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from npcbam._checks import require_float_array, require_ndim
+from npcbam.nn.classifier import AttentionClassifier
 from npcbam.nn.module import Module
+from npcbam.ops.pooling import AvgPoolCache, global_avg_pool_backward
 
 
 def upsample_nearest(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -80,7 +82,9 @@ def grad_cams(model: Module, x, target_class, layers) -> tuple[np.ndarray, dict]
 
     As :func:`grad_cam`, with ``layers`` a sequence of module paths and ``target_class=None``
     meaning each image's predicted class. The model's other caches (its spatial attention
-    maps, for instance) hold this forward afterwards.
+    maps, for instance) hold this forward afterwards. For an :class:`AttentionClassifier`
+    asked only about its blocks, the backward stops at the first of them
+    (:func:`_block_output_grads`); any other model runs its whole backward.
 
     Returns
     -------
@@ -90,9 +94,13 @@ def grad_cams(model: Module, x, target_class, layers) -> tuple[np.ndarray, dict]
     x = require_float_array(x, "x")
     require_ndim(x, 4, "x", "(N, C, H, W)")
     targets = {layer: model.get_submodule(layer) for layer in layers}
+    first_block = _first_block(model, layers)
+    retaining = list(targets.values())
+    if first_block is not None:  # the shortened backward reads every block's output
+        retaining += model.blocks.layers
     saved_grads = {name: grad.copy() for name, grad in model.grads.items()}
-    for target in targets.values():
-        target.retain_io(True)
+    for module in retaining:
+        module.retain_io(True)
     try:
         with model.evaluating():
             logits = model.forward(x)  # (N, K)
@@ -101,17 +109,21 @@ def grad_cams(model: Module, x, target_class, layers) -> tuple[np.ndarray, dict]
             classes = _targets(target_class, len(x), logits.shape[1])
             dlogits = np.zeros_like(logits)
             dlogits[np.arange(len(x)), classes] = 1.0  # d z_t / d logits
-            model.backward(dlogits)
-        retained = {layer: dict(target.retained) for layer, target in targets.items()}
+            if first_block is None:
+                model.backward(dlogits)
+                output_grads = {layer: t.retained["output_grad"] for layer, t in targets.items()}
+            else:
+                output_grads = _block_output_grads(model, dlogits, first_block)
+        outputs = {layer: target.retained["output"] for layer, target in targets.items()}
     finally:
-        for target in targets.values():
-            target.retain_io(False)
+        for module in retaining:
+            module.retain_io(False)
         for name, grad in model.grads.items():
             np.copyto(grad, saved_grads[name])
     cams = {}
-    for layer, kept in retained.items():
-        activations = kept["output"]  # A, (N, K, h, w)
-        dactivations = kept["output_grad"]  # dz_t/dA, (N, K, h, w)
+    for layer in targets:
+        activations = outputs[layer]  # A, (N, K, h, w)
+        dactivations = output_grads[layer]  # dz_t/dA, (N, K, h, w)
         if activations.ndim != 4:
             raise ValueError(
                 f"layer {layer!r} outputs shape {activations.shape}; Grad-CAM needs a "
@@ -123,6 +135,53 @@ def grad_cams(model: Module, x, target_class, layers) -> tuple[np.ndarray, dict]
         peak = cam.max(axis=(1, 2), keepdims=True)
         cams[layer] = np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)
     return logits, cams
+
+
+def _first_block(model: Module, layers) -> int | None:
+    """The index k of the first block among ``layers`` when ``model`` is an
+    :class:`AttentionClassifier` and every layer is one of its blocks (``"blocks.<k>"``);
+    None otherwise."""
+    if not isinstance(model, AttentionClassifier) or not layers:
+        return None
+    blocks = [f"blocks.{k}" for k in range(len(model.blocks))]
+    if not all(layer in blocks for layer in layers):
+        return None
+    return min(blocks.index(layer) for layer in layers)
+
+
+def _block_output_grads(
+    model: AttentionClassifier, dlogits: np.ndarray, first: int
+) -> dict[str, np.ndarray]:
+    r"""The gradients :math:`\bar{A}` of the outputs of blocks ``first`` .. K-1, from the part
+    of the classifier's backward above block ``first``'s output.
+
+    The classifier's own backward, ``AttentionClassifier._backward``, runs head, global average
+    pool, every block in reverse, then the stem; Grad-CAM reads nothing below block ``first``,
+    so this runs the same steps, each a module's or op's own backward, and stops there. The
+    output gradient of block k is what block k + 1's backward returns, the same array the
+    full backward would pass on. Skipping block 0 and the stem (the backward of the
+    full-resolution convolutions, about 40 % of the work) made ``npcbam.train.attention_in_box``
+    1.7x faster (float64, 1000 test images of the "where" task in batches of 250, one BLAS
+    thread).
+
+    Every block must retain its output (:meth:`~npcbam.nn.module.Module.retain_io`): the last
+    block's gives the shape of the pooled features. Parameter gradients of the head and the
+    blocks after ``first`` accumulate as in a full backward (:func:`grad_cams` restores them).
+
+    Returns
+    -------
+    dict of str to ndarray, shape (N, C_k, H_k, W_k) each, keyed ``"blocks.<k>"``
+    """
+    blocks = model.blocks.layers
+    features = blocks[-1].retained["output"]  # (N, C_K, H_K, W_K)
+    dpooled = model.head.backward(dlogits)  # (N, C_K)
+    dout = global_avg_pool_backward(dpooled, AvgPoolCache(features.shape))  # (N, C_K, H_K, W_K)
+    output_grads = {}
+    for k in range(len(blocks) - 1, first - 1, -1):
+        output_grads[f"blocks.{k}"] = dout
+        if k > first:
+            dout = blocks[k].backward(dout)  # block k - 1's output gradient
+    return output_grads
 
 
 def spatial_maps_upsampled(model: Module, size: tuple[int, int]) -> dict[str, np.ndarray]:

@@ -135,7 +135,7 @@ def accuracy(model: AttentionClassifier, dataset: Dataset, batch_size: int = 250
     return float((model.predict(dataset.images, batch_size) == dataset.labels).mean())
 
 
-def attention_in_box(model: AttentionClassifier, dataset: Dataset, batch_size: int = 250):
+def attention_in_box(model: AttentionClassifier, dataset: Dataset, batch_size: int = 50):
     """How much of the model's attention falls on the object's box ("where" task).
 
     Two maps per block: its spatial attention :math:`M_s` (when it has one) and Grad-CAM of
@@ -153,6 +153,15 @@ def attention_in_box(model: AttentionClassifier, dataset: Dataset, batch_size: i
     maps are computed in float64 (the model's float64 parameters applied to the images cast to
     float64): in float32, saturated gates round to exactly 1.0 at several pixels, a tie for
     the maximum.
+
+    The images go through in batches of ``batch_size``. In evaluation mode every image's maps
+    are computed independently of the others, so the batch size changes the result by float64
+    rounding at most (none at 50, 100 and 250 on the default model and test set, bit for bit).
+    Batches of 50 rather than 250 made this 1.6-1.8x faster (1000 "where" test images, one
+    BLAS thread): at 250 images the float64 columns of a 3x3 convolution of the first block
+    are (250 * 24 * 24, 16 * 9) * 8 bytes = 166 MB, at 50 a fifth of that, closer to what the
+    CPU caches hold. Grad-CAM's backward stops at the first block
+    (:func:`~npcbam.gradcam.grad_cams`).
 
     Returns
     -------
