@@ -195,8 +195,7 @@ def test_eps_outside_the_bias_correction_misses_the_fixture(monkeypatch):
     """Kingma & Ba's "efficient" form adds eps to sqrt(v) before the bias correction,
     theta -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps): not PyTorch's rule."""
 
-    def efficient_update(self, name, param, grad):
-        state = self.state[name]
+    def efficient_update(self, state, param, grad):
         if not state:
             state["m"], state["v"] = np.zeros_like(param), np.zeros_like(param)
         state["m"][...] = self.beta1 * state["m"] + (1 - self.beta1) * grad

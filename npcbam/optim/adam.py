@@ -124,8 +124,7 @@ class Adam(Optimizer):
         r""":math:`(\beta_1, \beta_2)`."""
         return self.beta1, self.beta2
 
-    def _update(self, name: str, param: np.ndarray, grad: np.ndarray) -> None:
-        state = self.state[name]
+    def _update(self, state: dict, param: np.ndarray, grad: np.ndarray) -> None:
         if not state:
             state["exp_avg"] = np.zeros_like(param)
             state["exp_avg_sq"] = np.zeros_like(param)

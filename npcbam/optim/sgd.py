@@ -93,11 +93,10 @@ class SGD(Optimizer):
             )
         super().__init__(params, lr)
 
-    def _update(self, name: str, param: np.ndarray, grad: np.ndarray) -> None:
+    def _update(self, state: dict, param: np.ndarray, grad: np.ndarray) -> None:
         if self.weight_decay != 0:
             grad = fma(self.weight_decay, param, grad)  # a new array: the buffer is only read
         if self.momentum != 0:
-            state = self.state[name]
             if "momentum_buffer" not in state:
                 buf = state["momentum_buffer"] = grad.copy()
             else:
