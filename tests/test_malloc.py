@@ -22,7 +22,3 @@ def test_glibc_takes_the_setting():
     assert ctypes.util.find_library("c")
     assert _malloc.keep_freed_memory() is True
 
-
-def test_the_training_summary_says_whether_memory_is_kept(monkeypatch):
-    monkeypatch.setattr(_malloc, "_kept", False)
-    assert _malloc.memory_kept() is False
