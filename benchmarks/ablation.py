@@ -58,7 +58,6 @@ os.environ["MKL_NUM_THREADS"] = THREADS
 import numpy as np  # noqa: E402 (after the thread settings)
 from model_cost import multiply_adds  # noqa: E402 (this folder: the script's own)
 
-from npcbam._malloc import keep_freed_memory  # noqa: E402
 from npcbam.data import TASKS, load_task  # noqa: E402
 from npcbam.train import TrainConfig, build_model, train_classifier  # noqa: E402
 
@@ -228,7 +227,6 @@ def merge(paths: list[Path]) -> dict:
 
 def run_one(task: str, row: Row, seed: int, setup: dict) -> dict:
     config = config_of(task, row, seed, setup)
-    keep_freed_memory()  # in this process (a worker, or the script's): see npcbam._malloc
     result = train_classifier(config, log=None)
     return {
         "seed": seed,
@@ -424,7 +422,6 @@ def machine() -> dict:
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
         "blas_threads": int(THREADS),
-        "malloc_keeps_freed_memory": keep_freed_memory(),
     }
 
 

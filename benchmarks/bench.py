@@ -42,7 +42,6 @@ os.environ["MKL_NUM_THREADS"] = THREADS
 import numpy as np  # noqa: E402 (after the thread settings)
 
 import npcbam  # noqa: E402
-from npcbam._malloc import keep_freed_memory  # noqa: E402
 from npcbam.ops import conv2d_backward, conv2d_forward, reference  # noqa: E402
 from npcbam.ops import pooling as pool_ops  # noqa: E402
 
@@ -50,11 +49,6 @@ try:
     import torch
 except ImportError:  # the PyTorch columns then say "n/a"
     torch = None
-
-# Freed memory stays in the process (npcbam._malloc), for both sides: without it, glibc hands
-# each step's arrays back to the system and the next step faults them in again, page by page,
-# which cost up to a tenth of a training step here. NPCBAM_BENCH_KEEP_MEMORY=0 measures without.
-MALLOC_KEPT = os.environ.get("NPCBAM_BENCH_KEEP_MEMORY", "1") != "0" and keep_freed_memory()
 
 REPO = Path(__file__).resolve().parents[1]
 CBAM_SHAPES = [(8, 64, 56, 56), (32, 256, 14, 14), (32, 64, 32, 32), (64, 512, 7, 7)]
@@ -264,7 +258,6 @@ def machine() -> dict:
         "processor": platform.processor() or platform.machine(),
         "threads": int(THREADS),
         "torch_threads": None if torch is None else torch.get_num_threads(),
-        "malloc_keeps_freed_memory": MALLOC_KEPT,
     }
     try:
         from threadpoolctl import threadpool_info

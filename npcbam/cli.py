@@ -205,7 +205,6 @@ def _weights_path(args: argparse.Namespace) -> Path:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from npcbam._malloc import keep_freed_memory
     from npcbam.data import load_task
     from npcbam.train import TrainConfig, accuracy, build_model, train_classifier
     from npcbam.weights import load_weights, save_weights
@@ -223,7 +222,6 @@ def _train(args: argparse.Namespace) -> int:
         blas_threads=args.blas_threads or None,
     )
     out = _weights_path(args)  # before training: a bad --out must not cost a training run
-    keep_freed_memory()  # a process that trains: no page faults for each step's arrays
     result = train_classifier(config, log=lambda line: print(line, flush=True))
     try:
         path = save_weights(result.model, out)

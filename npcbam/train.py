@@ -18,7 +18,6 @@ import numpy as np
 
 from npcbam._blas import fixed_blas_threads
 from npcbam._checks import require_int
-from npcbam._malloc import memory_kept
 from npcbam.data import TASKS, Dataset, load_task
 from npcbam.gradcam import box_mass_share, grad_cams, peak_in_box, spatial_maps_upsampled
 from npcbam.nn.classifier import AttentionClassifier
@@ -108,7 +107,6 @@ class TrainResult:
             "train_accuracy": self.history[-1]["train_accuracy"],
             "train_seconds": self.train_seconds,
             "blas_threads": self.blas_threads,
-            "malloc_keeps_freed_memory": memory_kept(),  # set by the program (npcbam._malloc)
             "attention_in_box": self.attention_in_box,
             "attention_in_box_at_init": self.attention_in_box_at_init,
             "parameters": int(sum(p.size for p in self.model.parameters().values())),

@@ -31,7 +31,6 @@ SUMMARY_KEYS = {
     "train_accuracy",
     "train_seconds",
     "blas_threads",
-    "malloc_keeps_freed_memory",
     "attention_in_box",
     "attention_in_box_at_init",
     "parameters",

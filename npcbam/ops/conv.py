@@ -35,7 +35,8 @@ from npcbam.ops.im2col import (
     fold,
     grid_of,
     phases_of,
-    unfold_columns,
+    tap_columns,
+    unfold_rows,
 )
 
 # bytes of one block of unfolded columns: small enough to stay in the processor's caches
@@ -72,20 +73,56 @@ def column_blocks(grid: Grid, rows: int, itemsize: int) -> list[tuple[int, int]]
     return [(start, min(start + width, grid.length)) for start in range(0, grid.length, width)]
 
 
+def blocks_of_rows(phases: dict, grid: Grid, dtype):
+    """Yield ``(start, stop, rows)`` for every block of grid columns, ``rows`` the block's
+    :func:`~npcbam.ops.im2col.unfold_rows` (C, kh, B, width), written into one reused buffer:
+    each block is multiplied while it is still in the cache."""
+    c, kh = grid.x_shape[1], grid.kernel[0]
+    n_column_phases = len(grid.column_phases)
+    blocks = column_blocks(grid, c * kh * n_column_phases, np.dtype(dtype).itemsize)
+    reach = max(shift for _, shift in grid.cols)  # how far the kernel's columns shift a run
+    buffer = np.empty((c, kh, n_column_phases, blocks[0][1] + reach), dtype=dtype)
+    for start, stop in blocks:
+        rows = unfold_rows(phases, grid, start, stop, buffer[..., : stop - start + reach])
+        yield start, stop, rows
+
+
+def multiply_by_columns(weight: np.ndarray, rows, grid: Grid, out: np.ndarray) -> None:
+    r"""``out = W_mat @ cols`` for one block, kernel column by kernel column:
+    :math:`\sum_v W_{:,:,:,v}\,\mathrm{cols}_v` with :math:`W_{:,:,:,v}` as an (F, C·kh)
+    matrix and :math:`\mathrm{cols}_v` the block's rows shifted by column v
+    (:func:`~npcbam.ops.im2col.tap_columns`). ``weight``: (F, C, kh, kw); ``out``: (F, width)."""
+    f, c, kh, kw = weight.shape
+    width = out.shape[1]
+    for v in range(kw):
+        weight_column = np.ascontiguousarray(weight[..., v]).reshape(f, c * kh)  # (F, C*kh)
+        taps = tap_columns(rows, grid, v, width)  # (C*kh, width)
+        if v == 0:
+            np.matmul(weight_column, taps, out=out)
+        else:  # the other kernel columns' products, added
+            out += weight_column @ taps
+
+
+def add_weight_gradient(dweight: np.ndarray, left: np.ndarray, rows, grid: Grid) -> None:
+    r"""``dweight[..., v] += left @ cols_v.T`` for every kernel column v of one block: the
+    block's share of :math:`\bar W_{\text{mat}} = G\,\mathrm{cols}^\top`, column by column.
+    ``dweight``: (F, C, kh, kw); ``left``: (F, width)."""
+    f, c, kh, kw = dweight.shape
+    for v in range(kw):
+        taps = tap_columns(rows, grid, v, left.shape[1])  # (C*kh, width)
+        dweight[..., v] += (left @ taps.T).reshape(f, c, kh)  # (F, C*kh) -> (F, C, kh)
+
+
 def convolve(x: np.ndarray, weight: np.ndarray, stride, padding, dilation) -> np.ndarray:
     """The product of :func:`conv2d_forward` without its checks or bias: (N, C, H, W) and
     (F, C, kh, kw) -> (N, F, Ho, Wo), C-contiguous. Also the stride-1 input gradient."""
-    f, c, kh, kw = weight.shape
+    f, _, kh, kw = weight.shape
     grid = grid_of(x.shape, (kh, kw), stride, padding, dilation)
     phases = phases_of(x, grid)  # the padded input's phases, each (C, N*Hq*Wq)
-    weight_mat = weight.reshape(f, c * kh * kw)  # (F, C, kh, kw) -> (F, C*kh*kw)
     out_grid = np.empty((f, grid.length), dtype=x.dtype)  # (F, N*Hq*Wq)
-    blocks = column_blocks(grid, c * kh * kw, x.itemsize)
-    buffer = np.empty((c * kh * kw, blocks[0][1]), dtype=x.dtype)  # one block of columns
-    for start, stop in blocks:
-        # the block's patches (C*kh*kw, stop - start), then its product, read from the cache
-        cols = unfold_columns(phases, grid, start, stop, buffer[:, : stop - start])
-        np.matmul(weight_mat, cols, out=out_grid[:, start:stop])  # (F, stop - start)
+    for start, stop, rows in blocks_of_rows(phases, grid, x.dtype):
+        # the block's product, (F, stop - start), read from the cache
+        multiply_by_columns(weight, rows, grid, out_grid[:, start:stop])
     # the output pixels: (F, N*Hq*Wq) -> (F, N, Ho, Wo) -> (N, F, Ho, Wo)
     return np.ascontiguousarray(crop_grid(out_grid, grid).transpose(1, 0, 2, 3))
 
@@ -168,17 +205,13 @@ def backward_by_fold(dout: np.ndarray, cache: Conv2dCache, grid: Grid):
     weight_mat = cache.weight.reshape(f, c * kh * kw)  # (F, C, kh, kw) -> (F, C*kh*kw)
     # W̄_mat = Ḡ·colsᵀ, summed block by block over the columns as unfolded in the forward
     phases = phases_of(cache.x, grid)  # the padded input's phases, each (C, N*Hq*Wq)
-    dweight_mat = np.zeros((f, c * kh * kw), dtype=dout_grid.dtype)  # (F, C*kh*kw)
-    blocks = column_blocks(grid, c * kh * kw, cache.x.itemsize)
-    buffer = np.empty((c * kh * kw, blocks[0][1]), dtype=cache.x.dtype)  # one block of columns
-    for start, stop in blocks:
-        cols = unfold_columns(phases, grid, start, stop, buffer[:, : stop - start])
-        # (F, stop - start) @ (stop - start, C*kh*kw) -> (F, C*kh*kw)
-        dweight_mat += dout_grid[:, start:stop] @ cols.T
-    del phases, buffer  # free them before the columns' gradient is made: a lower peak
+    dweight = np.zeros(cache.weight.shape, dtype=dout_grid.dtype)  # (F, C, kh, kw)
+    for start, stop, rows in blocks_of_rows(phases, grid, cache.x.dtype):
+        add_weight_gradient(dweight, dout_grid[:, start:stop], rows, grid)
+    del phases  # free it before the columns' gradient is made: a lower peak of memory
     dcols = matmul(weight_mat.T, dout_grid)  # (C*kh*kw, F) @ (F, N*Hq*Wq)
     dx = fold(dcols, grid)  # (N, C, H, W)
-    return dx, dweight_mat.reshape(cache.weight.shape)  # (F, C*kh*kw) -> (F, C, kh, kw)
+    return dx, dweight
 
 
 def backward_by_flipped_kernel(dout: np.ndarray, cache: Conv2dCache, back_padding):
@@ -198,25 +231,22 @@ def backward_by_flipped_kernel(dout: np.ndarray, cache: Conv2dCache, back_paddin
     the fold route on CBAM's 2 -> 1 spatial convolution). Returns (dx, dweight).
     """
     f, c, kh, kw = cache.weight.shape
-    # W̃: (F, C, kh, kw) -> rotated, channels swapped (C, F, kh, kw) -> (C, F*kh*kw)
-    flipped_mat = cache.weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(c, f * kh * kw)
+    # W̃: (F, C, kh, kw) -> rotated by 180°, channel axes swapped: (C, F, kh, kw)
+    flipped = cache.weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
     # the flipped convolution's grid: input ȳ (N, F, Ho, Wo), output x̄ (N, C, H, W)
     grid = grid_of(dout.shape, (kh, kw), (1, 1), back_padding, cache.dilation)
     phases = phases_of(dout, grid)  # ȳ padded into the grid's cells, (F, N*Hg*Wg)
     # (N, C, H, W) -> (C, N, H, W) -> (C, N*Hg*Wg): x at the output positions, 0 in the margin
     x_grid = embed_grid(cache.x.transpose(1, 0, 2, 3), grid)
     dx_grid = np.empty((c, grid.length), dtype=dout.dtype)  # (C, N*Hg*Wg)
-    dflipped_mat = np.zeros((c, f * kh * kw), dtype=dout.dtype)  # (C, F*kh*kw)
-    blocks = column_blocks(grid, f * kh * kw, dout.itemsize)
-    buffer = np.empty((f * kh * kw, blocks[0][1]), dtype=dout.dtype)  # one block of columns
-    for start, stop in blocks:
-        cols = unfold_columns(phases, grid, start, stop, buffer[:, : stop - start])
-        np.matmul(flipped_mat, cols, out=dx_grid[:, start:stop])  # (C, stop - start)
-        dflipped_mat += x_grid[:, start:stop] @ cols.T  # (C, F*kh*kw)
+    dflipped = np.zeros((c, f, kh, kw), dtype=dout.dtype)  # the gradient of W̃
+    for start, stop, rows in blocks_of_rows(phases, grid, dout.dtype):
+        multiply_by_columns(flipped, rows, grid, dx_grid[:, start:stop])  # (C, stop - start)
+        add_weight_gradient(dflipped, x_grid[:, start:stop], rows, grid)
     # the input pixels: (C, N*Hg*Wg) -> (C, N, H, W) -> (N, C, H, W)
     dx = np.ascontiguousarray(crop_grid(dx_grid, grid).transpose(1, 0, 2, 3))
-    # (C, F*kh*kw) -> (C, F, kh, kw) -> (F, C, kh, kw), rotated back by 180°
-    dflipped = dflipped_mat.reshape(c, f, kh, kw).transpose(1, 0, 2, 3)
+    # (C, F, kh, kw) -> (F, C, kh, kw), rotated back by 180°
+    dflipped = dflipped.transpose(1, 0, 2, 3)
     return dx, np.ascontiguousarray(dflipped[:, :, ::-1, ::-1])
 
 
