@@ -87,15 +87,19 @@ def blocks_of_rows(phases: dict, grid: Grid, dtype):
         yield start, stop, rows
 
 
-def multiply_by_columns(weight: np.ndarray, rows, grid: Grid, out: np.ndarray) -> None:
-    r"""``out = W_mat @ cols`` for one block, kernel column by kernel column:
-    :math:`\sum_v W_{:,:,:,v}\,\mathrm{cols}_v` with :math:`W_{:,:,:,v}` as an (F, C·kh)
-    matrix and :math:`\mathrm{cols}_v` the block's rows shifted by column v
-    (:func:`~npcbam.ops.im2col.tap_columns`). ``weight``: (F, C, kh, kw); ``out``: (F, width)."""
+def kernel_columns(weight: np.ndarray) -> list[np.ndarray]:
+    """The kernel's columns as matrices: (F, C, kh, kw) -> kw arrays (F, C*kh), row (c, u)."""
     f, c, kh, kw = weight.shape
+    return [np.ascontiguousarray(weight[..., v]).reshape(f, c * kh) for v in range(kw)]
+
+
+def multiply_by_columns(columns: list, rows, grid: Grid, out: np.ndarray) -> None:
+    r"""``out = W_mat @ cols`` for one block, kernel column by kernel column:
+    :math:`\sum_v W_{:,:,:,v}\,\mathrm{cols}_v` with ``columns[v]`` the (F, C·kh) matrix
+    :math:`W_{:,:,:,v}` (:func:`kernel_columns`) and :math:`\mathrm{cols}_v` the block's rows
+    shifted by column v (:func:`~npcbam.ops.im2col.tap_columns`); ``out``: (F, width)."""
     width = out.shape[1]
-    for v in range(kw):
-        weight_column = np.ascontiguousarray(weight[..., v]).reshape(f, c * kh)  # (F, C*kh)
+    for v, weight_column in enumerate(columns):
         taps = tap_columns(rows, grid, v, width)  # (C*kh, width)
         if v == 0:
             np.matmul(weight_column, taps, out=out)
@@ -120,9 +124,10 @@ def convolve(x: np.ndarray, weight: np.ndarray, stride, padding, dilation) -> np
     grid = grid_of(x.shape, (kh, kw), stride, padding, dilation)
     phases = phases_of(x, grid)  # the padded input's phases, each (C, N*Hq*Wq)
     out_grid = np.empty((f, grid.length), dtype=x.dtype)  # (F, N*Hq*Wq)
+    columns = kernel_columns(weight)  # kw matrices (F, C*kh)
     for start, stop, rows in blocks_of_rows(phases, grid, x.dtype):
         # the block's product, (F, stop - start), read from the cache
-        multiply_by_columns(weight, rows, grid, out_grid[:, start:stop])
+        multiply_by_columns(columns, rows, grid, out_grid[:, start:stop])
     # the output pixels: (F, N*Hq*Wq) -> (F, N, Ho, Wo) -> (N, F, Ho, Wo)
     return np.ascontiguousarray(crop_grid(out_grid, grid).transpose(1, 0, 2, 3))
 
@@ -240,8 +245,9 @@ def backward_by_flipped_kernel(dout: np.ndarray, cache: Conv2dCache, back_paddin
     x_grid = embed_grid(cache.x.transpose(1, 0, 2, 3), grid)
     dx_grid = np.empty((c, grid.length), dtype=dout.dtype)  # (C, N*Hg*Wg)
     dflipped = np.zeros((c, f, kh, kw), dtype=dout.dtype)  # the gradient of W̃
+    columns = kernel_columns(flipped)  # kw matrices (C, F*kh)
     for start, stop, rows in blocks_of_rows(phases, grid, dout.dtype):
-        multiply_by_columns(flipped, rows, grid, dx_grid[:, start:stop])  # (C, stop - start)
+        multiply_by_columns(columns, rows, grid, dx_grid[:, start:stop])  # (C, stop - start)
         add_weight_gradient(dflipped, x_grid[:, start:stop], rows, grid)
     # the input pixels: (C, N*Hg*Wg) -> (C, N, H, W) -> (N, C, H, W)
     dx = np.ascontiguousarray(crop_grid(dx_grid, grid).transpose(1, 0, 2, 3))
