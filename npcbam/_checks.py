@@ -123,8 +123,13 @@ def require_finite_result(op: str, summary, inputs: dict) -> None:
     the result is (checking it costs at most one pass). If it is not finite, the culprit is
     named: the first of ``inputs`` (name -> array; ``None`` entries are skipped) holding NaN or
     inf (:func:`require_finite`), or else, every input being finite, the op itself, whose
-    result overflowed the dtype, with each input's largest magnitude.
+    result overflowed the dtype, with each input's largest magnitude. A large contiguous
+    result is first summarised by :func:`finite_summary` (one dot product), and tested element
+    by element only if that is not finite.
     """
+    if isinstance(summary, np.ndarray) and summary.size >= SUMMARY_MIN_SIZE:
+        if summary.flags.c_contiguous and np.isfinite(finite_summary(summary)):
+            return
     if np.isfinite(summary).all():
         return
     given = {name: np.asarray(value) for name, value in inputs.items() if value is not None}
