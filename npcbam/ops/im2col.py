@@ -130,6 +130,20 @@ def grid_of(x_shape, kernel, stride, padding, dilation=(1, 1)) -> Grid:
     return Grid((n, c, h, w), (kh, kw), (sh, sw), (ph, pw), (ho, wo), (hq, wq), rows, cols)
 
 
+def into_cells(image: np.ndarray, cells_hw: tuple[int, int], top: int, left: int) -> np.ndarray:
+    """``image`` (R, N, H, W) placed at row ``top``, column ``left`` of zero cells
+    (R, N, Hc, Wc). Only the border is zeroed: filling the whole array with zeros first would
+    write every value twice (and ``np.zeros`` of a large array costs a page fault per 4 KiB)."""
+    r, n, h, w = image.shape
+    cells = np.empty((r, n, *cells_hw), dtype=image.dtype)  # (R, N, Hc, Wc)
+    cells[:, :, :top] = 0
+    cells[:, :, top + h :] = 0
+    cells[:, :, top : top + h, :left] = 0
+    cells[:, :, top : top + h, left + w :] = 0
+    cells[:, :, top : top + h, left : left + w] = image
+    return cells
+
+
 def phases_of(x: np.ndarray, grid: Grid) -> dict[tuple[int, int], np.ndarray]:
     """The zero-padded input, split into the phases some tap reads, each flattened: phase
     (a, b) holds the padded pixels of rows a, a + sh, ... and columns b, b + sw, ...
@@ -143,11 +157,10 @@ def phases_of(x: np.ndarray, grid: Grid) -> dict[tuple[int, int], np.ndarray]:
     -------
     phases : dict, (a, b) -> ndarray of shape (C, N * Hq * Wq)
     """
-    (n, c, h, w), (sh, sw) = grid.x_shape, grid.stride
+    c, (sh, sw) = grid.x_shape[1], grid.stride
     (ph, pw), (hq, wq) = grid.padding, grid.grid_hw
     # zero padding, channel-major, rounded up to whole phases: (C, N, sh*Hq, sw*Wq)
-    padded = np.zeros((c, n, sh * hq, sw * wq), dtype=x.dtype)
-    padded[:, :, ph : ph + h, pw : pw + w] = x.transpose(1, 0, 2, 3)
+    padded = into_cells(x.transpose(1, 0, 2, 3), (sh * hq, sw * wq), ph, pw)
     # phase (a, b): (C, N, Hq, Wq) -> (C, N*Hq*Wq). With stride 1 the one phase is `padded`
     # itself (no copy); otherwise only the phases some tap reads are copied (one of four for
     # a 1×1 kernel with stride 2)
@@ -292,9 +305,7 @@ def crop_grid(mat: np.ndarray, grid: Grid) -> np.ndarray:
 
 def embed_grid(image_mat: np.ndarray, grid: Grid) -> np.ndarray:
     """Adjoint of :func:`crop_grid`: (R, N, Ho, Wo) into a zero grid matrix (R, N*Hq*Wq)."""
-    (hq, wq), (ho, wo) = grid.grid_hw, grid.out_hw
-    mat = np.zeros((len(image_mat), grid.x_shape[0], hq, wq), dtype=image_mat.dtype)
-    mat[:, :, :ho, :wo] = image_mat  # the margin columns stay 0
+    mat = into_cells(image_mat, grid.grid_hw, 0, 0)  # (R, N, Hq, Wq), 0 in the margin
     return mat.reshape(len(image_mat), grid.length)  # (R, N, Hq, Wq) -> (R, N*Hq*Wq)
 
 
