@@ -72,8 +72,10 @@ class _BatchNorm(Module):
         # running statistics move) or batchnorm2d_forward (in its output)
         maps = self._as_maps(x)  # (N, C, H, W)
         gamma, beta = self.param_as("weight", x.dtype), self.param_as("bias", x.dtype)
+        centred = None
         if self.training:
-            mean, var = batch_statistics(maps)  # (C,) each, var biased
+            # (C,) each, var biased; x - mean, which the normalisation starts from
+            mean, var, centred = batch_statistics(maps, keep_centred=True)
             m, count = self.momentum, maps.size // maps.shape[1]
             running_mean, running_var = self._buffers["running_mean"], self._buffers["running_var"]
             running_mean *= 1.0 - m
@@ -85,7 +87,7 @@ class _BatchNorm(Module):
             mean = self._buffers["running_mean"].astype(x.dtype, copy=False)
             var = self._buffers["running_var"].astype(x.dtype, copy=False)
         out, self._cache = batchnorm2d_forward(
-            maps, gamma, beta, mean, var, self.eps, self.training
+            maps, gamma, beta, mean, var, self.eps, self.training, centred
         )
         return out.reshape(x.shape)  # (N, C, H, W) -> the input's layout
 

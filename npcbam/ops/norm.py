@@ -23,7 +23,7 @@ class BatchNormCache(NamedTuple):
 
 
 @quiet_floats
-def batch_statistics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def batch_statistics(x: np.ndarray, keep_centred: bool = False):
     r"""Per-channel mean and *biased* variance over the batch and both spatial axes.
 
     .. math:: \mu_c = \frac{1}{M}\sum_{n,i,j} x_{ncij}, \qquad
@@ -33,9 +33,14 @@ def batch_statistics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ----------
     x : ndarray, shape (N, C, H, W)
 
+    keep_centred : bool
+        Also return :math:`x - \mu`, which the variance is computed from, for
+        :func:`batchnorm2d_forward`'s ``centred`` (a pass over x saved).
+
     Returns
     -------
     mean, var : ndarray, shape (C,) each
+    centred : ndarray, shape (N, C, H, W), only with ``keep_centred``
 
     Checks: ``x`` float32 or float64, (N, C, H, W), no empty axis; a NaN or inf in ``x`` (found
     in ``var``, at no extra pass) or a variance beyond the dtype's range (float32 values
@@ -46,7 +51,7 @@ def batch_statistics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     centred = x - mean[:, None, None]  # (N, C, H, W)
     var = np.einsum("ncij,ncij->c", centred, centred) / (x.size // x.shape[1])  # (C,)
     require_finite_result("batch_statistics", var, {"x": x})  # NaN wherever mean is not finite
-    return mean, var
+    return (mean, var, centred) if keep_centred else (mean, var)
 
 
 @quiet_floats
@@ -58,6 +63,7 @@ def batchnorm2d_forward(
     var: np.ndarray,
     eps: float,
     batch_stats: bool,
+    centred: np.ndarray | None = None,
 ) -> tuple[np.ndarray, BatchNormCache]:
     r"""Normalise each channel with ``mean`` and ``var``, then scale and shift.
 
@@ -74,6 +80,9 @@ def batchnorm2d_forward(
     batch_stats : bool
         Whether ``mean`` and ``var`` were computed from ``x``; if so, the backward
         differentiates through them.
+    centred : ndarray, shape (N, C, H, W), optional
+        :math:`x - \mu` if the caller has it (:func:`batch_statistics` with ``keep_centred``):
+        it becomes :math:`\hat x` in place, instead of a new array from ``x``.
 
     Returns
     -------
@@ -89,7 +98,7 @@ def batchnorm2d_forward(
     for name, value in (("gamma", gamma), ("beta", beta), ("mean", mean), ("var", var)):
         require_shape(value, channels, name, "one value per channel of x:")
     inv_std = 1.0 / np.sqrt(var + eps)  # (C,)
-    x_hat = x - mean[:, None, None]  # (N, C, H, W)
+    x_hat = x - mean[:, None, None] if centred is None else centred  # (N, C, H, W)
     x_hat *= inv_std[:, None, None]  # in place, as below: no temporary arrays
     out = x_hat * gamma[:, None, None]
     out += beta[:, None, None]
