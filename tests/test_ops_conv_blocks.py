@@ -113,3 +113,16 @@ def test_input_gradient_by_the_fold_matches_the_oracle(case):
                               case.stride, case.padding, case.dilation)  # fmt: skip
     assert flipped_padding(cache) is None
     assert_matches_oracle(case, seed=0)
+
+
+@pytest.mark.parametrize("case", FLIPPED_ROUTE + FOLD_ROUTE, ids=str)
+def test_backward_without_the_forward_phases_gives_the_same_gradients(case):
+    """A cache made by hand (no phases kept by the forward) takes the path that rebuilds them:
+    the same gradients as from the forward's cache."""
+    rng = np.random.default_rng(3)
+    x, weight = rng.standard_normal(case.x_shape), rng.standard_normal(case.weight_shape)
+    out, cache = conv2d_forward(x, weight, None, case.stride, case.padding, case.dilation)
+    dout = rng.standard_normal(out.shape)
+    by_hand = cache._replace(phases=None)
+    for got, want in zip(conv2d_backward(dout, by_hand)[:2], conv2d_backward(dout, cache)[:2]):
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)

@@ -48,14 +48,16 @@ MIN_BLOCK_COLUMNS = 256  # fewer columns per product would cost more in calls th
 
 
 class Conv2dCache(NamedTuple):
-    # the input, not its kh*kw times larger unfolding: the backward unfolds it again, block by
-    # block (keeping every column would cost kh*kw times the input's memory)
+    # the input and its padded phases, not its kh*kw times larger unfolding: the backward
+    # unfolds the phases again, block by block (keeping every column would cost kh*kw times
+    # the input's memory; keeping the phases, about the input's, saves the backward a copy)
     x: np.ndarray  # (N, C, H, W)
     weight: np.ndarray  # (F, C, kh, kw)
     stride: tuple[int, int]
     padding: tuple[int, int]
     has_bias: bool
     dilation: tuple[int, int] = (1, 1)
+    phases: dict | None = None  # the forward's phases_of(x); None: the backward makes them
 
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -117,9 +119,9 @@ def add_weight_gradient(dweight: np.ndarray, left: np.ndarray, rows, grid: Grid)
         dweight[..., v] += (left @ taps.T).reshape(f, c, kh)  # (F, C*kh) -> (F, C, kh)
 
 
-def convolve(x: np.ndarray, weight: np.ndarray, stride, padding, dilation) -> np.ndarray:
+def convolve(x: np.ndarray, weight: np.ndarray, stride, padding, dilation):
     """The product of :func:`conv2d_forward` without its checks or bias: (N, C, H, W) and
-    (F, C, kh, kw) -> (N, F, Ho, Wo), C-contiguous. Also the stride-1 input gradient."""
+    (F, C, kh, kw) -> (N, F, Ho, Wo), C-contiguous; and the padded input's phases."""
     f, _, kh, kw = weight.shape
     grid = grid_of(x.shape, (kh, kw), stride, padding, dilation)
     phases = phases_of(x, grid)  # the padded input's phases, each (C, N*Hq*Wq)
@@ -129,7 +131,7 @@ def convolve(x: np.ndarray, weight: np.ndarray, stride, padding, dilation) -> np
         # the block's product, (F, stop - start), read from the cache
         multiply_by_columns(columns, rows, grid, out_grid[:, start:stop])
     # the output pixels: (F, N*Hq*Wq) -> (F, N, Ho, Wo) -> (N, F, Ho, Wo)
-    return np.ascontiguousarray(crop_grid(out_grid, grid).transpose(1, 0, 2, 3))
+    return np.ascontiguousarray(crop_grid(out_grid, grid).transpose(1, 0, 2, 3)), phases
 
 
 def flipped_padding(cache: Conv2dCache) -> tuple[int, int] | None:
@@ -194,11 +196,11 @@ def conv2d_forward(
     x, weight, bias = require_conv_operands(x, weight, bias, 1, "conv2d", "(F, C, kh, kw)")
     stride, padding = as_pair(stride, "stride", 1), as_pair(padding, "padding", 0)
     dilation = as_pair(dilation, "dilation", 1)
-    out = convolve(x, weight, stride, padding, dilation)  # (N, F, Ho, Wo)
+    out, phases = convolve(x, weight, stride, padding, dilation)  # (N, F, Ho, Wo)
     if bias is not None:
         out += bias[:, None, None]
     require_finite_result("conv2d_forward", out, {"x": x, "weight": weight, "bias": bias})
-    return out, Conv2dCache(x, weight, stride, padding, bias is not None, dilation)
+    return out, Conv2dCache(x, weight, stride, padding, bias is not None, dilation, phases)
 
 
 def backward_by_fold(dout: np.ndarray, cache: Conv2dCache, grid: Grid):
@@ -209,7 +211,7 @@ def backward_by_fold(dout: np.ndarray, cache: Conv2dCache, grid: Grid):
     dout_grid = embed_grid(dout.transpose(1, 0, 2, 3), grid)
     weight_mat = cache.weight.reshape(f, c * kh * kw)  # (F, C, kh, kw) -> (F, C*kh*kw)
     # W̄_mat = Ḡ·colsᵀ, summed block by block over the columns as unfolded in the forward
-    phases = phases_of(cache.x, grid)  # the padded input's phases, each (C, N*Hq*Wq)
+    phases = cache.phases or phases_of(cache.x, grid)  # the forward's, each (C, N*Hq*Wq)
     dweight = np.zeros(cache.weight.shape, dtype=dout_grid.dtype)  # (F, C, kh, kw)
     for start, stop, rows in blocks_of_rows(phases, grid, cache.x.dtype):
         add_weight_gradient(dweight, dout_grid[:, start:stop], rows, grid)
@@ -241,8 +243,15 @@ def backward_by_flipped_kernel(dout: np.ndarray, cache: Conv2dCache, back_paddin
     # the flipped convolution's grid: input ȳ (N, F, Ho, Wo), output x̄ (N, C, H, W)
     grid = grid_of(dout.shape, (kh, kw), (1, 1), back_padding, cache.dilation)
     phases = phases_of(dout, grid)  # ȳ padded into the grid's cells, (F, N*Hg*Wg)
-    # (N, C, H, W) -> (C, N, H, W) -> (C, N*Hg*Wg): x at the output positions, 0 in the margin
-    x_grid = embed_grid(cache.x.transpose(1, 0, 2, 3), grid)
+    # x on this grid, (C, N*Hg*Wg), x at the output positions, 0 in the margin. The cells of
+    # the forward's phases have this grid's size (H + ph by W + pw at stride 1 with a padding
+    # of at most d(k - 1)), with x at (ph, pw): shifted by ph*Wg + pw they are x on this grid,
+    # a view, whose missing tail is zeros (the weight gradient's products just stop earlier)
+    if cache.phases is not None:
+        (ph, pw), wg = cache.padding, grid.grid_hw[1]
+        x_grid = cache.phases[0, 0][:, ph * wg + pw :]
+    else:  # a cache made by hand: (N, C, H, W) -> (C, N, H, W) -> (C, N*Hg*Wg)
+        x_grid = embed_grid(cache.x.transpose(1, 0, 2, 3), grid)
     dx_grid = np.empty((c, grid.length), dtype=dout.dtype)  # (C, N*Hg*Wg)
     dflipped = np.zeros((c, f, kh, kw), dtype=dout.dtype)  # the gradient of W̃
     columns = kernel_columns(flipped)  # kw matrices (C, F*kh)
