@@ -389,9 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip the attention statistics of the 'where' task: Grad-CAM and spatial maps on "
         "the test set, before and after training, in float64 (the JSON's attention_in_box and "
-        "attention_in_box_at_init are then null). With the other defaults they took about 4 s "
-        "of the 17 s of npcbam train --epochs 1 (4 s of CPU time; medians of 3 runs on a "
-        "shared 2-core machine at a load of 3.5)",
+        "attention_in_box_at_init are then null). With the other defaults they took about 1.5 s "
+        "of the 20 s of npcbam train (one run each on a 2-core machine with nothing else "
+        "running)",
     )
     fit.add_argument(
         "--out",
