@@ -27,7 +27,8 @@ def require_ndim(x: np.ndarray, ndim: int, name: str, layout: str) -> None:
         raise ValueError(f"{name} has shape {x.shape} ({x.ndim}-D); expected {ndim}-D {layout}")
 
 
-SUMMARY_MIN_SIZE = 4096  # below this, np.isfinite on every element is as cheap
+#: Arrays with fewer entries are checked element by element: as cheap as a summary.
+SUMMARY_MIN_SIZE = 4096
 
 
 def require_finite(x: np.ndarray, name: str, summary: np.ndarray | None = None) -> None:

@@ -39,12 +39,13 @@ from npcbam.ops.im2col import (
     unfold_rows,
 )
 
-# bytes of one block of unfolded columns: small enough to stay in the processor's caches
-# between its copy and its product. 2 MiB was the fastest of 0.5, 1, 2 and 4 MiB for the demo
-# classifier's convolutions on the machine this was written on (one block for everything was
-# 1.6x slower on its 3×3 layer with 16 channels)
+#: Bytes of one block of unfolded columns: small enough to stay in the processor's caches
+#: between its copy and its product. 2 MiB was the fastest of 0.5, 1, 2 and 4 MiB for the demo
+#: classifier's convolutions on the machine this was written on (one block for everything was
+#: about 2× slower on its 3×3 layer with 16 channels).
 BLOCK_BYTES = 2**21
-MIN_BLOCK_COLUMNS = 256  # fewer columns per product would cost more in calls than in memory
+#: The fewest columns in a block: fewer would cost more in calls than they save in memory.
+MIN_BLOCK_COLUMNS = 256
 
 
 class Conv2dCache(NamedTuple):
