@@ -5,6 +5,7 @@ fails or on Ctrl-C. Nothing is timed."""
 import importlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -100,7 +101,10 @@ def test_ctrl_c_stops_the_workers_and_writes_nothing(tmp_path):
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
     }
     script = REPO / "benchmarks" / "ablation.py"
-    args = ["--quick", "--seeds", "20", "--jobs", "2", "--json", str(json_path)]  # 120 runs
+    # 2400 runs of the smoke test: far more than can finish between the first progress line
+    # and the signal (a quick run takes a few hundredths of a second; with 120 runs the whole
+    # grid could finish before the test had read the first line from the pipe)
+    args = ["--quick", "--seeds", "400", "--jobs", "2", "--json", str(json_path)]
     process = subprocess.Popen(
         [sys.executable, str(script), *args],
         stdout=subprocess.PIPE,
@@ -111,7 +115,7 @@ def test_ctrl_c_stops_the_workers_and_writes_nothing(tmp_path):
     )
     try:
         for line in process.stdout:
-            if line.startswith("[ 1/120]"):
+            if re.match(r"\[\s*1/2400\]", line):
                 break
         os.killpg(process.pid, signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
