@@ -101,10 +101,11 @@ def test_ctrl_c_stops_the_workers_and_writes_nothing(tmp_path):
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
     }
     script = REPO / "benchmarks" / "ablation.py"
-    # 2400 runs of the smoke test: far more than can finish between the first progress line
-    # and the signal (a quick run takes a few hundredths of a second; with 120 runs the whole
-    # grid could finish before the test had read the first line from the pipe)
-    args = ["--quick", "--seeds", "400", "--jobs", "2", "--json", str(json_path)]
+    # four full-size runs (several seconds each), two at a time: the signal arrives while the
+    # second pair trains. (Smoke runs take a few hundredths of a second: 120 of them finished
+    # before the test had read the first line, and 2400 filled the pipe the test stops reading.)
+    rows = ["--tasks", "where", "--rows", "none", "channel-avg", "--seeds", "2"]
+    args = [*rows, "--jobs", "2", "--json", str(json_path)]
     process = subprocess.Popen(
         [sys.executable, str(script), *args],
         stdout=subprocess.PIPE,
@@ -115,13 +116,14 @@ def test_ctrl_c_stops_the_workers_and_writes_nothing(tmp_path):
     )
     try:
         for line in process.stdout:
-            if re.match(r"\[\s*1/2400\]", line):
+            if re.match(r"\[\s*1/4\]", line):
                 break
         os.killpg(process.pid, signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()  # reap it and close the pipes (no ResourceWarning later)
     assert process.returncode == 130, stderr
     assert "ablation.py: interrupted: no results written" in stderr
     assert "Traceback" not in stderr
