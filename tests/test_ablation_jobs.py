@@ -113,6 +113,10 @@ def test_ctrl_c_stops_the_workers_and_writes_nothing(tmp_path):
         text=True,
         env=env,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        # Ctrl-C's default action, even when this test runs where SIGINT is ignored (a
+        # background job of a non-interactive shell passes SIG_IGN on, and Python then
+        # installs no KeyboardInterrupt handler)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         for line in process.stdout:
