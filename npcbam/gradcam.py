@@ -84,7 +84,7 @@ def grad_cams(model: Module, x, target_class, layers) -> tuple[np.ndarray, dict]
     meaning each image's predicted class. The model's other caches (its spatial attention
     maps, for instance) hold this forward afterwards. For an :class:`AttentionClassifier`
     asked only about its blocks, the backward stops at the first of them
-    (:func:`_block_output_grads`); any other model runs its whole backward.
+    (``_block_output_grads``); any other model runs its whole backward.
 
     Returns
     -------

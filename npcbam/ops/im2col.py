@@ -10,7 +10,7 @@ window spanning :math:`d(k - 1) + 1` pixels: tap u of the kernel sits at offset 
 Both functions take the dilation; with the default d = 1 they are the plain convolution's.
 
 How the columns are copied: one shifted slice per tap
-----------------------------------------------------
+-----------------------------------------------------
 Copying the patches one output pixel at a time moves kh·kw runs of a few pixels each. The
 copy is organised the other way round here. Fix one kernel tap (u, v): the values it reads,
 over all output pixels, are the padded input shifted by (u, v). Lay the input out
