@@ -42,9 +42,9 @@ def require_finite(x: np.ndarray, name: str, summary: np.ndarray | None = None) 
     2.2 ms with ``np.isfinite`` on every element, 1.6 ms with the summary). A finite ``x`` whose
     summary overflowed passes.
     """
-    if summary is None and x.size >= SUMMARY_MIN_SIZE and x.flags.c_contiguous:
-        summary = finite_summary(x)  # one read of x, no boolean array: the common case
     if summary is not None and np.isfinite(summary).all():
+        return
+    if summary is None and all_finite(x):
         return
     bad = ~np.isfinite(x)
     if bad.any():
@@ -53,6 +53,17 @@ def require_finite(x: np.ndarray, name: str, summary: np.ndarray | None = None) 
             f"{name} holds {int(bad.sum())} non-finite value(s) (first at index {first}: "
             f"{x[first]}); npcbam expects finite inputs and does not propagate NaN or inf"
         )
+
+
+def all_finite(a) -> bool:
+    """Whether every entry of ``a`` is finite. A contiguous array of at least
+    :data:`SUMMARY_MIN_SIZE` entries is first summarised by :func:`finite_summary` (one read,
+    no boolean array: the common, finite case); only if that is not finite, or for a small or
+    strided array, is every entry tested."""
+    if isinstance(a, np.ndarray) and a.size >= SUMMARY_MIN_SIZE and a.flags.c_contiguous:
+        if np.isfinite(finite_summary(a)):
+            return True
+    return bool(np.isfinite(a).all())
 
 
 def finite_summary(x: np.ndarray) -> np.ndarray:
@@ -128,10 +139,7 @@ def require_finite_result(op: str, summary, inputs: dict) -> None:
     result is first summarised by :func:`finite_summary` (one dot product), and tested element
     by element only if that is not finite.
     """
-    if isinstance(summary, np.ndarray) and summary.size >= SUMMARY_MIN_SIZE:
-        if summary.flags.c_contiguous and np.isfinite(finite_summary(summary)):
-            return
-    if np.isfinite(summary).all():
+    if all_finite(summary):
         return
     given = {name: np.asarray(value) for name, value in inputs.items() if value is not None}
     for name, value in given.items():

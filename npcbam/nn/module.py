@@ -14,7 +14,6 @@ from contextlib import contextmanager
 import numpy as np
 
 from npcbam._checks import (
-    finite_summary,
     require_bool,
     require_finite,
     require_float_array,
@@ -340,7 +339,7 @@ class Module:
         if _backward_depth:  # called by a container's backward: the outermost call guards
             return self._retain_and_backward(dout)
         # the caller's dy, whole, before anything accumulates (its sum of squares first: one read)
-        require_finite(dout, "dy", summary=finite_summary(dout))
+        require_finite(dout, "dy")
         saved = [(grad, grad.copy()) for _, grad in self._named("_grads")]
         retained = self._retained_snapshot()
         _backward_depth += 1
