@@ -196,7 +196,7 @@ def unfold_rows(phases: dict, grid: Grid, start: int, stop: int, out=None) -> np
     column_phases = grid.column_phases
     width = stop - start + max(shift for _, shift in grid.cols)
     if out is None:
-        dtype = phases[grid.taps[0][:2]].dtype
+        dtype = next(iter(phases.values())).dtype
         out = np.empty((c, kh, len(column_phases), width), dtype=dtype)
     for u, (a, offset) in enumerate(grid.rows):
         for k, b in enumerate(column_phases):

@@ -250,9 +250,11 @@ class Optimizer:
         self._update(self._flat_state, flat_param, flat_grad)
         for param, updated in zip(self.params.values(), self._split(flat_param)):
             param[...] = updated  # (size,) -> the parameter's shape
-        for key, flat in self._flat_state.items():  # per-parameter views of new state
-            for name, part in zip(self.params, self._split(flat)):
-                self.state[name].setdefault(key, part)
+        first = next(iter(self.state.values()))  # every parameter's state has the same keys
+        for key, flat in self._flat_state.items():
+            if key not in first:  # state made by this step: per-parameter views of it, once
+                for name, part in zip(self.params, self._split(flat)):
+                    self.state[name][key] = part
 
     def _split(self, flat: np.ndarray) -> list[np.ndarray]:
         """Views of a (P,) vector, one per parameter, in the parameters' shapes."""
