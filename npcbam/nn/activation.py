@@ -16,6 +16,8 @@ class ReLU(Module):
     this layer's ``winners`` (its kink state, read by the gradient checker).
     """
 
+    checks_dy_first = True  # see Module.checks_dy_first
+
     def check_input(self, x) -> np.ndarray:
         x = require_float_array(x, "x")
         require_finite(x, "x")  # relu would turn a NaN into 0: test every element

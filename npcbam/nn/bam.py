@@ -207,6 +207,8 @@ class BAM(Module):
     to keep them).
     """
 
+    checks_dy_first = True  # see Module.checks_dy_first
+
     def __init__(
         self, channels: int, reduction: int = 16, seed=None, *, gate: str = "paper", dilation=4
     ) -> None:
@@ -255,7 +257,8 @@ class BAM(Module):
         n, c = cache.channel_map.shape[:2]
         dx = dout.copy()  # out = F + gated: F's first use, the identity
         dgated = dout
-        dx_gate, dattention = gate_backward(dgated, cache.gate_cache)
+        # a non-finite dy is refused here, before any gradient changes
+        dx_gate, dattention = gate_backward(dgated, cache.gate_cache, dout_name="dy")
         dx += dx_gate  # F's second use, the gate
         dcombined = sigmoid_backward(dattention, cache.sigmoid_cache)  # (N, C, H, W)
         # each map's gradient summed over the axes it was broadcast along

@@ -32,6 +32,8 @@ class _BatchNorm(Module):
     (the *unbiased* variance, as PyTorch does) and counts ``num_batches_tracked``.
     """
 
+    checks_dy_first = True  # see Module.checks_dy_first
+
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__()
         self.num_features = require_int(num_features, "num_features", 1)

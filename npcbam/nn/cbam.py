@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from npcbam._checks import require_bool, require_finite, require_int
+from npcbam._checks import require_bool, require_int
 from npcbam.nn.channel_attention import ChannelAttention, check_pool_types, hidden_width
 from npcbam.nn.init import require_size, rng_from_seed
 from npcbam.nn.module import Module, check_feature_map
@@ -143,6 +143,10 @@ class CBAM(Module):
     ((2, 16, 8, 8), (2, 16, 8, 8), (2, 1, 8, 8))
     """
 
+    # the first module backward calls refuses a non-finite dy (the parallel arrangement's
+    # _backward, itself) before any gradient changes; see Module.checks_dy_first
+    checks_dy_first = True
+
     def __init__(
         self,
         channels: int,
@@ -233,8 +237,8 @@ class CBAM(Module):
             drefined = self.channel_attention.backward(dout)  # dL/dF'
             return self.spatial_attention.backward(drefined)  # dL/dF
         channel_gate, spatial_gate = self._cache
-        drefined, dspatial_map = gate_backward(dout, spatial_gate)
-        require_finite(dout, "dy", summary=dspatial_map)  # before any gradient is accumulated
+        # a non-finite dy is refused here, before any gradient changes
+        drefined, dspatial_map = gate_backward(dout, spatial_gate, dout_name="dy")
         dx, dchannel_map = gate_backward(drefined, channel_gate)  # F's use by the gates
         # F's other two uses: the inputs of both maps; their gradients are added into dx
         self.channel_attention.map_backward(dchannel_map, add_to=dx)

@@ -150,6 +150,8 @@ class ChannelAttention(Module):
     Input and output: (N, C, H, W), float32 or float64.
     """
 
+    checks_dy_first = True  # see Module.checks_dy_first
+
     def __init__(
         self,
         channels: int,
@@ -267,8 +269,8 @@ class ChannelAttention(Module):
 
     def _backward(self, dout: np.ndarray) -> np.ndarray:
         self._map_cache = self._cache.map_cache
-        dx, dchannel_map = gate_backward(dout, self._cache.gate_cache)  # x's use by the gate
-        require_finite(dout, "dy", summary=dchannel_map)  # before any gradient is accumulated
+        # x's use by the gate; a non-finite dy is refused there, before any gradient changes
+        dx, dchannel_map = gate_backward(dout, self._cache.gate_cache, dout_name="dy")
         return self.map_backward(dchannel_map, add_to=dx)  # x's uses by the poolings
 
     @property

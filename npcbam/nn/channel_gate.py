@@ -36,6 +36,8 @@ class ChannelGate(Module):
     ``_excite_forward(v) -> (o, cache)`` and ``_excite_backward(do, cache) -> dv`` (adding its
     parameters' gradients), both on (N, C) arrays in the input's dtype."""
 
+    checks_dy_first = True  # see Module.checks_dy_first
+
     channels: int
 
     def check_input(self, x) -> np.ndarray:
@@ -63,7 +65,7 @@ class ChannelGate(Module):
         n, c = cache.pooled.shape
         # scale: x's first use; a NaN or inf in dy shows in dgates and is refused here, before
         # any gradient changes
-        dx, dgates = gate_backward(dout, cache.gate_cache)  # (N, C, H, W), (N, C, 1, 1)
+        dx, dgates = gate_backward(dout, cache.gate_cache, dout_name="dy")  # dx, (N, C, 1, 1)
         dlogits = sigmoid_backward(dgates.reshape(n, c), cache.sigmoid_cache)  # (N, C)
         dpooled = self._excite_backward(dlogits, cache.excite_cache)  # (N, C)
         # squeeze: x's second use, added into dx in place (the += of the two uses)

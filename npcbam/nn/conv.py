@@ -17,6 +17,8 @@ class _ConvBase(Module):
     """What both convolutions share: a weight, an optional bias, their gradients, and the
     layer around the op pair each subclass names in ``_op_forward`` / ``_op_backward``."""
 
+    checks_dy_first = True  # see Module.checks_dy_first
+
     def __init__(
         self, in_channels, out_channels, kernel_size, stride, padding, bias: bool, seed
     ) -> None:

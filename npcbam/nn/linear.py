@@ -27,6 +27,8 @@ class Linear(Module):
     \delta^\top x`, :math:`\partial L/\partial b = \sum_n \delta_n` (:mod:`npcbam.ops.linear`).
     """
 
+    checks_dy_first = True  # see Module.checks_dy_first
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, seed=None):
         super().__init__()
         self.in_features = require_int(in_features, "in_features", 1)

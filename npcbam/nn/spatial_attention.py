@@ -141,6 +141,8 @@ class SpatialAttention(Module):
     descriptor), float32 or float64.
     """
 
+    checks_dy_first = True  # see Module.checks_dy_first
+
     def __init__(
         self,
         kernel_size: int = 7,
@@ -262,8 +264,8 @@ class SpatialAttention(Module):
 
     def _backward(self, dout: np.ndarray) -> np.ndarray:
         self._map_cache = self._cache.map_cache
-        dx, dspatial_map = gate_backward(dout, self._cache.gate_cache)  # x's use by the gate
-        require_finite(dout, "dy", summary=dspatial_map)  # before any gradient is accumulated
+        # x's use by the gate; a non-finite dy is refused there, before any gradient changes
+        dx, dspatial_map = gate_backward(dout, self._cache.gate_cache, dout_name="dy")
         return self.map_backward(dspatial_map, add_to=dx)  # x's uses by the descriptor
 
     @property

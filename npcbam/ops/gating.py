@@ -53,7 +53,9 @@ def gate_forward(x: np.ndarray, gate: np.ndarray) -> tuple[np.ndarray, GateCache
 
 
 @quiet_floats
-def gate_backward(dout: np.ndarray, cache: GateCache) -> tuple[np.ndarray, np.ndarray]:
+def gate_backward(
+    dout: np.ndarray, cache: GateCache, dout_name: str = "dout"
+) -> tuple[np.ndarray, np.ndarray]:
     r"""Product rule, then un-broadcast the gate's gradient.
 
     .. math::
@@ -66,6 +68,9 @@ def gate_backward(dout: np.ndarray, cache: GateCache) -> tuple[np.ndarray, np.nd
     ----------
     dout : ndarray, shape of ``x``
     cache : GateCache
+    dout_name : str
+        What the errors call ``dout``: a module whose backward starts here passes ``"dy"``,
+        its caller's name for it (:attr:`npcbam.nn.Module.checks_dy_first`).
 
     Returns
     -------
@@ -74,19 +79,20 @@ def gate_backward(dout: np.ndarray, cache: GateCache) -> tuple[np.ndarray, np.nd
 
     Checks: ``dout`` has the shape of ``x``; every entry of ``dout`` and ``x`` meets ``dgate``,
     so a NaN or inf in either (or an overflow) is found there at no extra pass and raises
-    ``ValueError``; ``dx`` is checked for overflow only when some :math:`|g| > 1`.
+    ``ValueError`` before anything else is computed from ``dgate``; ``dx`` is checked for
+    overflow only when some :math:`|g| > 1`.
     """
     x, gate = cache
-    require_shape(dout, x.shape, "dout", "the shape of x")
+    require_shape(dout, x.shape, dout_name, "the shape of x")
     dx = dout * gate
     # sum of dout * x over the broadcast axes, e.g. "abcd,abcd->ab" for a (N, C, 1, 1) gate:
     # einsum multiplies and adds in one sweep, with no full-size temporary for dout * x
     axes = "abcdefghij"[: x.ndim]
     kept = "".join(axis for axis, g, s in zip(axes, gate.shape, x.shape) if g == s)
     dgate = np.einsum(f"{axes},{axes}->{kept}", dout, x).reshape(gate.shape)
-    require_finite_result("gate_backward", dgate, {"dout": dout, "x": x})
+    require_finite_result("gate_backward", dgate, {dout_name: dout, "x": x})
     if np.abs(gate).max() > 1:
-        require_finite_result("gate_backward", dx, {"dout": dout, "gate": gate})
+        require_finite_result("gate_backward", dx, {dout_name: dout, "gate": gate})
     return dx, dgate
 
 

@@ -87,9 +87,9 @@ def gate_without_gate_factor(dy, x, g):
     return dy.copy(), dg
 
 
-def gate_without_x_term(dout, cache, original):
+def gate_without_x_term(dout, cache, original, **options):
     """The gate's backward with x̄'s term from the gate (ȳ ⊙ g) missing."""
-    dx, dgate = original(dout, cache)
+    dx, dgate = original(dout, cache, **options)
     return np.zeros_like(dx), dgate
 
 
