@@ -15,7 +15,13 @@ from test_ops_conv import ConvCase, conv_cases
 from test_ops_conv_dilation import dilated_cases
 
 import npcbam.ops.conv as conv_module
-from npcbam.ops.conv import column_blocks, conv2d_backward, conv2d_forward, flipped_padding
+from npcbam.ops.conv import (
+    column_blocks,
+    conv2d_backward,
+    conv2d_forward,
+    flipped_padding,
+    times_transposed,
+)
 from npcbam.ops.im2col import grid_of
 from npcbam.ops.reference import conv2d_backward_naive, conv2d_naive
 
@@ -84,7 +90,25 @@ def test_column_blocks_cover_the_columns_once_in_order(
     assert widths[0] >= min(min_columns, grid.length) or len(blocks) == 1
 
 
+@pytest.mark.parametrize("rows", [1, 2, 3, 5])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_times_transposed_is_a_times_b_transposed(rows, dtype):
+    """Both ways of the weight gradient's product (one matrix-vector product per row of ``a``
+    up to two rows, one matrix product above), on a strided ``b`` as the taps are."""
+    rng = np.random.default_rng(rows)
+    a = rng.standard_normal((rows, 1000)).astype(dtype)
+    b = rng.standard_normal((7, 1006)).astype(dtype)[:, 3:1003]  # rows of a longer run
+    got = times_transposed(a, b)
+    assert got.shape == (rows, 7) and got.dtype == dtype
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    # the classical bound of a dot product's rounding error: K·eps·sum_k |a_k b_k|
+    bound = a.shape[1] * np.finfo(dtype).eps * (np.abs(a64) @ np.abs(b64).T)
+    assert (np.abs(got - a64 @ b64.T) <= bound).all()
+
+
 # Each route of the input gradient, on cases chosen to take it (asserted), against the oracle.
+# Both take the weight gradient's product row by row where the left factor has at most two rows
+# (C <= 2 on the flipped route, F <= 2 on the fold route) and as one product otherwise.
 FLIPPED_ROUTE = [
     ConvCase(2, 3, 6, 5, 2, (3, 3), (1, 1), (1, 1)),  # F < C, "same" padding
     ConvCase(1, 2, 7, 8, 2, (3, 5), (1, 1), (0, 2)),  # F = C, rectangular, padding 0 and k-1-p

@@ -69,12 +69,12 @@ class Module:
       pass over ``x`` and needs no detection).
     """
 
-    #: True in a class whose ``_backward`` refuses a non-finite ``dy`` itself, first thing or
-    #: through a summary it computes anyway (``require_finite(dout, "dy", ...)``), before it
-    #: changes any gradient. The outermost :meth:`backward` then does not scan ``dy`` a second
-    #: time: one read of ``dy`` saved (about half a pass of CBAM's 17 at (8, 64, 56, 56), and
-    #: half of a ReLU's backward). ``tests/test_dy_checked_first.py`` holds every class that
-    #: says so to it.
+    #: True in a class whose ``_backward`` refuses a non-finite ``dy`` itself, by that name,
+    #: before it changes any gradient: first thing (``require_finite(dout, "dy")``) or in the
+    #: first op, from a sum it computes anyway (``gate_backward(..., dout_name="dy")``). The
+    #: outermost :meth:`backward` then does not scan ``dy`` a second time: one read of ``dy``
+    #: saved (about half a pass of CBAM's 17 at (8, 64, 56, 56), and half of a ReLU's
+    #: backward). ``tests/test_dy_checked_first.py`` holds every class that says so to it.
     checks_dy_first = False
 
     def __init__(self) -> None:
