@@ -21,9 +21,13 @@ fixture of a configuration and mode hold the same problem. A seed is skipped,
 deterministically, for the next one when its problem is unsuitable for a float32 comparison: a
 ReLU input within ``MIN_KINK_MARGIN`` of 0, a training-mode BatchNorm batch with a standard
 deviation below ``MIN_BATCH_STD`` (steep: float32 rounding amplified), a stored result that is
-all zero (but the gradients that are zero in exact arithmetic, :mod:`parity.bam_keys`), or
+all zero (but the gradients that are zero in exact arithmetic, :mod:`parity.bam_keys`),
 PyTorch's float32 results off its float64 ones by more than ``MAX_FLOAT32_ERROR`` (normwise
-relative error), a tenth of the float32 test's bound.
+relative error), a tenth of the float32 test's bound, or an ill-conditioned problem: exact
+results that move by more than ``MAX_SENSITIVITY`` when every input, layer output and layer
+output gradient is rounded to float32's unit roundoff (:mod:`parity.conditioning`; on the
+fixtures that passed this screen, npcbam's float32 error was 0.4–1.1 times that figure, and
+PyTorch's own float32 result can be far closer to the exact one than the figure by luck).
 
 The archives carry no timestamps, so a rerun with the same PyTorch writes identical bytes.
 """
@@ -38,6 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for helpers and parity
 from parity.bam_keys import scale_key, zero_in_training
+from parity.conditioning import UNIT_ROUNDOFF, sensitivity
 from parity.fixture_io import replace_fixtures
 from parity.make_official_fixtures import check_results
 from parity.stored import errors_against
@@ -47,7 +52,10 @@ FIXTURE_DIR = Path(__file__).resolve().parent / "fixtures" / "bam"
 MIN_KINK_MARGIN = 1e-5  # float32 rounding of the activations is about 1e-6 at most
 MIN_BATCH_STD = 0.05
 MAX_FLOAT32_ERROR = 1e-6  # a tenth of the float32 test's 1e-5
-MAX_ATTEMPTS = 50
+MAX_SENSITIVITY = 2e-6  # a fifth of the float32 test's 1e-5
+# BAM with one hidden channel (C = r) is ill-conditioned in float32 for most draws: 3 of the
+# first 200 seeds of its training-mode problem pass every screen (the first at the 51st)
+MAX_ATTEMPTS = 200
 DTYPES = {"float64": (np.float64, torch.float64), "float32": (np.float32, torch.float32)}
 
 # (file name stem, module, constructor arguments, shape of x, modes, base seed); BAM with
@@ -108,9 +116,23 @@ def make_fixtures(stem: str, name: str, config: dict, shape, base_seed: int, mod
             for dtype_name, (_, torch_dtype) in DTYPES.items()
         }
         errors = errors_against(results["float64"], results["float32"], scale_key(mode))
-        if max(errors.values()) <= MAX_FLOAT32_ERROR and not has_zero_tensor(
-            results["float64"], mode
-        ):
+        if max(errors.values()) > MAX_FLOAT32_ERROR or has_zero_tensor(results["float64"], mode):
+            continue
+        moves = sensitivity(
+            lambda rounding: torch_results(
+                name,
+                config,
+                mode,
+                state,
+                x,
+                dy,
+                torch.float64,
+                rounding,  # noqa: B023
+            ),
+            UNIT_ROUNDOFF[np.dtype(np.float32)],
+            scale_key(mode),
+        )
+        if max(moves.values()) <= MAX_SENSITIVITY:
             break
     else:
         raise RuntimeError(f"{stem} ({mode}): no suitable seed in {MAX_ATTEMPTS} attempts")

@@ -18,8 +18,9 @@ Used only to write the stored fixtures (``make_bam_fixtures.py``) and by the liv
 
 The helpers draw a random state in float32-exact values (:func:`random_state`, BatchNorm
 statistics included), run a module with autograd and collect what the fixtures store
-(:func:`torch_results`), and measure how far a problem is from BAM's ReLU kinks and from a
-steep training-mode BatchNorm (:func:`margins`).
+(:func:`torch_results`, which can also model rounding for :mod:`parity.conditioning`), and
+measure how far a problem is from BAM's ReLU kinks and from a steep training-mode BatchNorm
+(:func:`margins`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from parity.conditioning import rounded
 from parity.torch_official import _as_tensor  # floats in a dtype, integers as int64
 
 MODES = ("train", "eval")
@@ -165,12 +167,25 @@ def load(name: str, config: Mapping, state: Mapping, dtype, mode: str) -> nn.Mod
     return module.train(mode == "train")
 
 
-def torch_results(name, config, mode, state, x, dy, dtype) -> dict[str, np.ndarray]:
+def torch_results(name, config, mode, state, x, dy, dtype, rounding=None) -> dict[str, np.ndarray]:
     """One forward of ``x`` and backward of ``dy`` with autograd: ``y``, ``dx``,
     ``grad/<key>`` for every parameter and ``after/<key>`` for every buffer after the forward
     (training mode: the running statistics moved with momentum 0.1 towards the batch mean and
-    unbiased variance, the batch counted), in ``dtype`` (``num_batches_tracked`` int64)."""
+    unbiased variance, the batch counted), in ``dtype`` (``num_batches_tracked`` int64).
+
+    With ``rounding = (u, rng)``, a model of computing in a precision of unit roundoff u
+    (:mod:`parity.conditioning`): every input (the state's floating entries, ``x``, ``dy``)
+    and every layer's output and output gradient (each leaf module's, through hooks) is moved
+    by a random relative amount of at most u before it is used."""
+    if rounding is not None:
+        unit, rng = rounding
+        state = {key: rounded(value, unit, rng) for key, value in state.items()}
+        x, dy = rounded(x, unit, rng), rounded(dy, unit, rng)
     module = load(name, config, state, dtype, mode)
+    if rounding is not None:
+        for layer in module.modules():
+            if not any(True for _ in layer.children()):  # a leaf: conv, BatchNorm, ReLU, ...
+                layer.register_forward_hook(_rounding_hook(*rounding))
     x_t = _as_tensor(x, dtype).requires_grad_()
     y = module(x_t)
     y.backward(_as_tensor(dy, dtype))
@@ -180,6 +195,22 @@ def torch_results(name, config, mode, state, x, dy, dtype) -> dict[str, np.ndarr
     for key, buffer in module.named_buffers():
         results[f"after/{key}"] = buffer.detach().numpy().copy()
     return results
+
+
+def _rounding_hook(unit: float, rng: np.random.Generator):
+    """A forward hook that rounds a layer's output, and the gradient that later reaches it,
+    in :func:`torch_results`'s model of rounding."""
+
+    def moved(tensor: torch.Tensor) -> torch.Tensor:
+        factor = 1 + unit * rng.uniform(-1, 1, tuple(tensor.shape))
+        return tensor * torch.from_numpy(factor).to(tensor.dtype)
+
+    def hook(layer, inputs, output):
+        output = moved(output)
+        output.register_hook(moved)  # the output gradient, in the backward
+        return output
+
+    return hook
 
 
 def margins(name: str, config: Mapping, state: Mapping, x: np.ndarray, mode: str):
