@@ -35,6 +35,7 @@ The archives carry no timestamps, so a rerun with the same PyTorch writes identi
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -119,16 +120,8 @@ def make_fixtures(stem: str, name: str, config: dict, shape, base_seed: int, mod
         if max(errors.values()) > MAX_FLOAT32_ERROR or has_zero_tensor(results["float64"], mode):
             continue
         moves = sensitivity(
-            lambda rounding: torch_results(
-                name,
-                config,
-                mode,
-                state,
-                x,
-                dy,
-                torch.float64,
-                rounding,  # noqa: B023
-            ),
+            # results_of(rounding): the float64 reference of this problem
+            partial(torch_results, name, config, mode, state, x, dy, torch.float64),
             UNIT_ROUNDOFF[np.dtype(np.float32)],
             scale_key(mode),
         )
