@@ -64,8 +64,8 @@ class ChannelGate(Module):
         cache = self._cache
         n, c = cache.pooled.shape
         # scale: x's first use; a NaN or inf in dy shows in dgates and is refused here, before
-        # any gradient changes
-        dx, dgates = gate_backward(dout, cache.gate_cache, dout_name="dy")  # dx, (N, C, 1, 1)
+        # any gradient changes. dx: (N, C, H, W), dgates: (N, C, 1, 1)
+        dx, dgates = gate_backward(dout, cache.gate_cache, dout_name="dy")
         dlogits = sigmoid_backward(dgates.reshape(n, c), cache.sigmoid_cache)  # (N, C)
         dpooled = self._excite_backward(dlogits, cache.excite_cache)  # (N, C)
         # squeeze: x's second use, added into dx in place (the += of the two uses)
