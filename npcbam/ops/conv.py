@@ -94,10 +94,9 @@ def blocks_of_rows(phases: dict, grid: Grid, dtype):
     c, kh = grid.x_shape[1], grid.kernel[0]
     n_column_phases = len(grid.column_phases)
     blocks = column_blocks(grid, c * kh * n_column_phases, np.dtype(dtype).itemsize)
-    reach = max(shift for _, shift in grid.cols)  # how far the kernel's columns shift a run
-    buffer = np.empty((c, kh, n_column_phases, blocks[0][1] + reach), dtype=dtype)
+    buffer = np.empty((c, kh, n_column_phases, blocks[0][1] + grid.reach), dtype=dtype)
     for start, stop in blocks:
-        rows = unfold_rows(phases, grid, start, stop, buffer[..., : stop - start + reach])
+        rows = unfold_rows(phases, grid, start, stop, buffer[..., : stop - start + grid.reach])
         yield start, stop, rows
 
 

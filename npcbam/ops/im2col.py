@@ -105,6 +105,12 @@ class Grid(NamedTuple):
         return {(a, b) for a, b, _ in self.taps}
 
     @property
+    def reach(self) -> int:
+        """The largest column shift of a kernel column: how much longer than its block of
+        columns each run of :func:`unfold_rows` is."""
+        return max(shift for _, shift in self.cols)
+
+    @property
     def length(self) -> int:
         """Columns of the grid: N·Hq·Wq."""
         return self.x_shape[0] * self.grid_hw[0] * self.grid_hw[1]
@@ -186,7 +192,7 @@ def unfold_rows(phases: dict, grid: Grid, start: int, stop: int, out=None) -> np
     grid : Grid
     start, stop : int, a range of grid columns, ``0 <= start < stop <= N·Hq·Wq``
     out : ndarray, shape (C, kh, B, stop - start + reach), optional: written into and returned,
-        with B the number of phase columns read and reach the largest column shift
+        with B the number of phase columns read and reach :attr:`Grid.reach`
 
     Returns
     -------
@@ -194,7 +200,7 @@ def unfold_rows(phases: dict, grid: Grid, start: int, stop: int, out=None) -> np
     """
     c, kh = grid.x_shape[1], grid.kernel[0]
     column_phases = grid.column_phases
-    width = stop - start + max(shift for _, shift in grid.cols)
+    width = stop - start + grid.reach
     if out is None:
         dtype = next(iter(phases.values())).dtype
         out = np.empty((c, kh, len(column_phases), width), dtype=dtype)
